@@ -1,0 +1,3 @@
+from valind.cli import app
+
+app()

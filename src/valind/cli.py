@@ -1,0 +1,159 @@
+"""The ``valind`` command line: parse arguments, call the stage functions, print summaries."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from valind import __version__
+from valind.config import Config, apply_overrides, demo_config_path, load_config_data, validate_config
+from valind.errors import ValindError
+from valind.ingest import run_ingest
+from valind.workspace import Workspace
+
+app = typer.Typer(
+    name="valind",
+    help="Induce values into language models from preference data and measure the side effects.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder (created if missing).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.field=value (repeatable).")]
+
+
+def _friendly_errors(fn: F) -> F:
+    """Print the project's own errors as one message and exit 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValindError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"valind {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Induce values into language models from preference data and measure the side effects."""
+
+
+def _progress_factory(progress: Progress) -> Callable[[str, int | None], Callable[[int], None]]:
+    def start(description: str, total: int | None) -> Callable[[int], None]:
+        task = progress.add_task(description, total=total)
+        return lambda position: progress.update(task, completed=position)
+
+    return start
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal,
+    )
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    data = load_config_data(config) if config else {}
+    return apply_overrides(data, overrides or [])
+
+
+def print_ingest_summary(sources: list[dict[str, Any]], skipped: bool, report: Path) -> None:
+    table = Table(title="ingest" + (" (up to date, nothing to do)" if skipped else ""), title_justify="left")
+    for col in ("source", "adapter", "read", "kept", "rejected", "duplicates", "rejected by reason"):
+        table.add_column(col, justify="right" if col in {"read", "kept", "rejected", "duplicates"} else "left")
+    for s in sources:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items()) or "-"
+        dupes = s["duplicates_within_source"] + s["duplicates_across_sources"]
+        table.add_row(
+            s["name"], s["adapter"], f"{s['rows_read']:,}", f"{s['pairs_kept']:,}", f"{s['rows_rejected']:,}",
+            f"{dupes:,}", reasons,
+        )
+    out.print(table)
+    out.print(f"report: {report}")
+
+
+@app.command()
+@_friendly_errors
+def ingest(
+    workspace: WorkspaceOpt,
+    source: Annotated[str | None, typer.Argument(help="Local file or folder, or Hub dataset name; default: the config's sources.")] = None,
+    adapter: Annotated[str, typer.Option("--adapter", "-a", help="Dataset adapter (auto: detect from the data).")] = "auto",
+    name: Annotated[str | None, typer.Option(help="Source name in the workspace.")] = None,
+    split: Annotated[str, typer.Option(help="Split of a Hub dataset or folder.")] = "train",
+    subset: Annotated[str | None, typer.Option(help="Hub dataset configuration name.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder inside a Hub dataset.")] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub dataset revision to pin.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Read at most this many records.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Adapter option KEY=VALUE (repeatable), e.g. preference=safer.")] = None,
+    strict: Annotated[bool | None, typer.Option("--strict/--lenient", help="Stop at the first bad record (default: lenient, count it).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Read preference data into the canonical pair table (ingest/<source>.parquet)."""
+    data = _load(config, set_)
+    ingest_section = data.setdefault("ingest", {})
+    if source is not None:
+        if Path(source).expanduser().exists():  # record local inputs by absolute path in the manifest
+            source = str(Path(source).expanduser().resolve())
+        options = apply_overrides({}, option or [])
+        ingest_section["sources"] = [{
+            "path": source, "adapter": adapter, "name": name, "split": split, "subset": subset,
+            "data_dir": data_dir, "revision": revision, "limit": limit, "options": options,
+        }]
+    if strict is not None:
+        ingest_section["strict"] = strict
+    cfg = validate_config(data, origin=str(config) if config else "command line")
+    _ingest(cfg, Workspace(workspace))
+
+
+def _ingest(cfg: Config, ws: Workspace) -> None:
+    with _progress() as progress:
+        result = run_ingest(cfg, ws, _progress_factory(progress))
+    print_ingest_summary(result.sources, result.skipped, result.report_path)
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path("valind-demo"),
+    set_: SetOpt = None,
+) -> None:
+    """Run the main job on the embedded defaults: the bundled demo data, offline."""
+    cfg = validate_config(_load(demo_config_path(), set_), origin=str(demo_config_path()))
+    ws = Workspace(workspace)
+    _ingest(cfg, ws)
+    out.print(f"workspace: {ws.root}")
+
+
+def run() -> None:  # pragma: no cover - console entry for ``python -m valind``
+    app(prog_name="valind")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

@@ -1,0 +1,163 @@
+"""Typed configuration: defaults and help text in one place, validated once.
+
+A config is loaded from YAML (``load_config``), CLI overrides of the form
+``section.field=value`` are applied on top (``apply_overrides``), and the resolved
+config is written into the workspace manifest. Relative paths in a YAML file are
+relative to that file's folder; paths given on the command line are relative to the
+current directory, as in any shell command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from valind.errors import ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONFIGS_DIR = PACKAGE_DIR / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    """One preference data source to ingest."""
+
+    path: str = Field(
+        description="Local file (.jsonl, .json, .parquet, .csv, optionally .gz), a local dataset "
+        "folder, or a Hugging Face Hub dataset name such as 'Anthropic/hh-rlhf'."
+    )
+    adapter: str = Field(
+        "auto",
+        description="Dataset adapter: hh_rlhf, pku_saferlhf, ultrafeedback, ultrafeedback_raw, "
+        "helpsteer2, helpsteer2_regular, generic; 'auto' picks one from the first record's fields.",
+    )
+    name: str | None = Field(
+        None, description="Name of the source in the workspace (ingest/<name>.parquet); default: the adapter name."
+    )
+    split: str = Field("train", description="Split to load from a Hub dataset or dataset folder.")
+    subset: str | None = Field(None, description="Hub dataset configuration name, if it has several.")
+    data_dir: str | None = Field(None, description="Folder inside a Hub dataset, e.g. 'harmless-base' or 'preference'.")
+    revision: str | None = Field(None, description="Hub dataset revision (commit or tag); pin it for reproducible runs.")
+    limit: int | None = Field(None, ge=1, description="Read at most this many records (for quick trials).")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Adapter options, e.g. {preference: safer} for pku_saferlhf."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_file_stem(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in "/\\:") or v.startswith(".")):
+            raise ValueError("must be a plain name usable as a file name (no '/', '\\', ':' or leading '.')")
+        return v
+
+
+class IngestConfig(_Strict):
+    """How preference data is read into the canonical pair table."""
+
+    sources: list[SourceConfig] = Field(default_factory=list, description="The data sources, ingested in this order.")
+    strict: bool = Field(
+        False, description="Stop at the first bad record with an error naming file, row and field "
+        "(default: skip it and count it by reason in ingest/ingest_report.json)."
+    )
+    max_reject_fraction: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Fail a source when more than this fraction of its records is rejected (duplicates excluded).",
+    )
+    max_text_chars: int = Field(
+        100_000, ge=1, description="Reject a pair whose prompt, chosen or rejected text is longer than this (characters)."
+    )
+    row_group_size: int = Field(65_536, ge=1, description="Pairs per Parquet row group (memory bound while writing).")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> IngestConfig:
+        from valind.ingest.adapters import source_name
+
+        names = [source_name(s) for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)} (set 'name' on each source)")
+        return self
+
+
+class Config(_Strict):
+    """The whole run configuration."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest stage settings.")
+    cache_dir: str | None = Field(
+        None, description="Model-call cache and converted checkpoints; default $VALIND_CACHE or ~/.cache/valind."
+    )
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        lines.append(f"  {field}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def validate_config(data: dict[str, Any], origin: str = "config") -> Config:
+    """Build a Config from plain data, turning pydantic errors into one ConfigError naming each field."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
+    for src in (data.get("ingest") or {}).get("sources") or []:
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            candidate = base / src["path"]
+            if not Path(src["path"]).is_absolute() and candidate.exists():
+                src["path"] = str(candidate.resolve())
+
+
+def load_config_data(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config into plain data, with relative paths resolved against the file's folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(data).__name__}")
+    _resolve_relative_paths(data, p.resolve().parent)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML: ``true``, ``3``, ``[a, b]``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = nxt
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load, override and validate a config; ``path=None`` starts from the defaults."""
+    data = load_config_data(path) if path else {}
+    apply_overrides(data, overrides or [])
+    return validate_config(data, origin=str(path) if path else "defaults")
+
+
+def demo_config_path() -> Path:
+    return CONFIGS_DIR / "demo.yaml"

@@ -1,0 +1,230 @@
+"""Read records from a local file, a local dataset folder or a Hugging Face Hub dataset.
+
+Files by extension (optionally ``.gz``): ``.jsonl`` / ``.ndjson`` (one JSON object a line),
+``.json`` (an array of objects, or an object holding one such array), ``.csv`` (header row),
+``.parquet``. A folder, or a name that is not a local path, goes through
+``datasets.load_dataset`` (a Hub name needs network, or the local Hub cache with
+``HF_HUB_OFFLINE=1``).
+
+A reader yields ``Row`` for each record and ``Reject`` for a line that cannot be a record
+(malformed JSON, invalid UTF-8, not an object), so nothing is lost without a count.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from valind.errors import InputError
+from valind.ingest.adapters.base import Reason, Reject, Row
+from valind.workspace import hash_file, hash_tree
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_BATCH = 4096
+
+
+@dataclass
+class RecordStream:
+    """Records of one input, with what a progress bar and an error message need."""
+
+    rows: Iterator[Row | Reject]
+    label: str  # how a record is located in messages: "line", "row" or "item"
+    total: int | None  # for progress: bytes of the file, or number of rows
+    position: Callable[[], int]  # progress so far, in the unit of ``total``
+    blank_lines: list[int] = field(default_factory=lambda: [0])  # a one-item box the reader fills
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Where a source's records come from (the reader-relevant part of its config)."""
+
+    path: str
+    split: str = "train"
+    subset: str | None = None
+    data_dir: str | None = None
+    revision: str | None = None
+
+
+def _kind(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    kinds = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+    if ext not in kinds:
+        raise InputError(
+            f"unsupported file type {ext or '(none)'!r}; use .jsonl, .json, .csv or .parquet (optionally .gz)", file=str(path)
+        )
+    return kinds[ext]
+
+
+def locate(spec: InputSpec) -> tuple[str, Path | None]:
+    """('file' | 'folder' | 'hub', local path or None); a missing local path is an error."""
+    path = Path(spec.path).expanduser()
+    if path.is_file():
+        return "file", path
+    if path.is_dir():
+        return "folder", path
+    looks_local = spec.path.startswith((".", "/", "~")) or path.suffix.lower() in {".jsonl", ".json", ".csv", ".parquet", ".gz", ".ndjson"}
+    if looks_local or not _HUB_NAME.match(spec.path):
+        raise InputError("no such file or folder (and not a Hub dataset name)", file=spec.path)
+    return "hub", None
+
+
+def fingerprint(spec: InputSpec) -> str:
+    """Content fingerprint of a local input; for a Hub dataset, its name, revision and selection."""
+    kind, path = locate(spec)
+    if kind == "file":
+        return hash_file(path)
+    if kind == "folder":
+        return hash_tree(path)
+    pin = spec.revision or "unpinned"
+    return f"hub:{spec.path}@{pin}:{spec.subset or '-'}:{spec.data_dir or '-'}:{spec.split}"
+
+
+def open_records(spec: InputSpec) -> RecordStream:
+    kind, path = locate(spec)
+    if kind == "file":
+        return {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet}[_kind(path)](path)
+    return _dataset(spec)
+
+
+def _open_binary(path: Path) -> tuple[io.BufferedIOBase, Any]:
+    """(the stream to read, the raw file whose position tracks progress through the bytes on disk)."""
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the generator that reads it
+    if path.suffix.lower() == ".gz":
+        return gzip.GzipFile(fileobj=raw), raw
+    return raw, raw
+
+
+def _jsonl(path: Path) -> RecordStream:
+    stream, raw = _open_binary(path)
+    blank = [0]
+
+    def rows() -> Iterator[Row | Reject]:
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        with stream, raw:
+            try:
+                for number, line in enumerate(stream, 1):
+                    try:
+                        record = loads(line)
+                    except decode_error as err:
+                        if not line.strip():
+                            blank[0] += 1
+                            continue
+                        yield _bad_line(number, line, err)
+                        continue
+                    if type(record) is not dict:
+                        yield Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}")
+                        continue
+                    yield Row(number, record)
+            except (OSError, EOFError) as err:  # truncated or corrupt .gz
+                raise InputError(f"cannot read the file: {err}", file=str(path)) from None
+
+    return RecordStream(rows(), "line", path.stat().st_size, raw.tell, blank)
+
+
+def _bad_line(number: int, line: bytes, err: Exception) -> Reject:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return Reject(number, Reason.INVALID_UTF8, None, f"invalid UTF-8 at byte {u.start}")
+    return Reject(number, Reason.MALFORMED_JSON, None, f"not valid JSON: {err}")
+
+
+def _json(path: Path) -> RecordStream:
+    stream, _ = _open_binary(path)
+    with stream:
+        data = stream.read()
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as err:
+        raise InputError(f"not valid JSON: {err}", file=str(path)) from None
+    if isinstance(doc, dict):
+        lists = [v for v in doc.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise InputError("expected an array of records, or an object holding exactly one array", file=str(path))
+        doc = lists[0]
+    if not isinstance(doc, list):
+        raise InputError(f"expected an array of records, got {type(doc).__name__}", file=str(path))
+    done = [0]
+
+    def rows() -> Iterator[Row | Reject]:
+        for number, record in enumerate(doc, 1):
+            done[0] = number
+            if type(record) is not dict:
+                yield Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}")
+            else:
+                yield Row(number, record)
+
+    return RecordStream(rows(), "item", len(doc), lambda: done[0])
+
+
+def _csv(path: Path) -> RecordStream:
+    stream, raw = _open_binary(path)
+    # surrogateescape keeps invalid bytes as lone surrogates, so one bad row is rejected, not the file
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+
+    def rows() -> Iterator[Row | Reject]:
+        with text, raw:
+            reader = csv.DictReader(text)
+            for number, record in enumerate(reader, 1):
+                if None in record or None in record.values():
+                    yield Reject(number, Reason.MALFORMED_CSV, None, f"row has {len(record) - (None in record)} fields, header has {len(reader.fieldnames or [])}")
+                    continue
+                bad = next((k for k, v in record.items() if _SURROGATE.search(v)), None)
+                if bad is not None:
+                    yield Reject(number, Reason.INVALID_UTF8, bad, "invalid UTF-8 in this field")
+                    continue
+                yield Row(number, record)
+
+    return RecordStream(rows(), "row", path.stat().st_size, raw.tell)
+
+
+def _parquet(path: Path) -> RecordStream:
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise InputError(f"not a readable Parquet file: {err}", file=str(path)) from None
+    return _batched(file.iter_batches(batch_size=_BATCH), file.metadata.num_rows)
+
+
+def _dataset(spec: InputSpec) -> RecordStream:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(
+            spec.path, name=spec.subset, split=spec.split, data_dir=spec.data_dir, revision=spec.revision
+        )
+    except Exception as err:  # datasets raises many types (network, missing split, bad files)
+        raise InputError(
+            f"cannot load dataset (split {spec.split!r}): {type(err).__name__}: {err}. "
+            "Without network, download it once or point 'path' at a local file.",
+            file=spec.path,
+        ) from err
+    return _batched(ds.with_format("arrow").iter(batch_size=_BATCH), ds.num_rows)
+
+
+def _batched(batches: Any, total: int) -> RecordStream:
+    done = [0]
+
+    def rows() -> Iterator[Row | Reject]:
+        number = 0
+        for batch in batches:
+            for record in batch.to_pylist():
+                number += 1
+                yield Row(number, record)
+            done[0] = number
+
+    return RecordStream(rows(), "row", total, lambda: done[0])

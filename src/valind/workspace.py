@@ -1,0 +1,259 @@
+"""The on-disk layout of a workspace, atomic writes, stage records and the manifest.
+
+This is the only module that builds workspace paths. Layout::
+
+    <workspace>/
+      manifest.json                     resolved config, versions, git SHA, input fingerprints
+      ingest/<source>.parquet           canonical pairs (see valind.schema)
+      ingest/ingest_report.json         rows read / kept / rejected by reason, per source
+      extract/<extractor-id>/values.parquet
+      subsets/<value>.parquet, subsets/stats.csv
+      train/<model>/<value>/
+      generate/<model>/<suite>.parquet
+      evaluate/<model>/<metric>.json
+      report/index.html, report/figures/, report/tables/
+      .valind/stages/<stage>.json       what each finished stage did, keyed by its inputs and settings
+
+A stage is done when its record exists, its key (a hash of its settings and input
+fingerprints) is unchanged, and every output it listed still exists with the recorded size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from valind.errors import ValindError
+
+MANIFEST_VERSION = 1
+TRACKED_PACKAGES = (
+    "valind", "pyarrow", "polars", "pydantic", "datasets", "orjson", "torch", "transformers",
+    "trl", "peft", "accelerate", "vllm", "lm_eval", "sentence-transformers",
+)
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as err:
+        raise ValindError(f"{path}: not valid JSON ({err}); delete it or re-run the stage that writes it") from None
+
+
+# ---------------------------------------------------------------- fingerprints
+
+
+def hash_file(path: Path, chunk: int = 1 << 20) -> str:
+    """BLAKE2b-128 of a file's bytes, as ``blake2b:<hex>``."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return f"blake2b:{h.hexdigest()}"
+
+
+def hash_tree(path: Path) -> str:
+    """Fingerprint of a folder: the relative names and content hashes of all its files."""
+    h = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode() + b"\0" + hash_file(file).encode() + b"\0")
+    return f"blake2b-tree:{h.hexdigest()}"
+
+
+def hash_json(obj: Any) -> str:
+    """Stable hash of plain data (dict keys sorted)."""
+    return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def git_state(path: Path) -> dict[str, Any] | None:
+    """The git commit (and whether the tree has changes) of the checkout holding ``path``, if any."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"sha": sha, "dirty": bool(dirty)}
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+# ---------------------------------------------------------------- the workspace
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    stage: str
+    key: str
+    outputs: dict[str, int]  # relative path -> size in bytes
+    summary: dict[str, Any]
+    finished_at: str
+
+
+class Workspace:
+    """A run's folder. All paths come from here."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+
+    # layout
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    def ingest_file(self, source: str) -> Path:
+        return self.ingest_dir / f"{source}.parquet"
+
+    @property
+    def ingest_report(self) -> Path:
+        return self.ingest_dir / "ingest_report.json"
+
+    def extract_dir(self, extractor_id: str) -> Path:
+        return self.root / "extract" / extractor_id
+
+    def values_file(self, extractor_id: str) -> Path:
+        return self.extract_dir(extractor_id) / "values.parquet"
+
+    @property
+    def subsets_dir(self) -> Path:
+        return self.root / "subsets"
+
+    def subset_file(self, value: str) -> Path:
+        return self.subsets_dir / f"{_slug(value)}.parquet"
+
+    def train_dir(self, model: str, value: str) -> Path:
+        return self.root / "train" / _slug(model) / _slug(value)
+
+    def generate_file(self, model: str, suite: str) -> Path:
+        return self.root / "generate" / _slug(model) / f"{_slug(suite)}.parquet"
+
+    def evaluate_file(self, model: str, metric: str) -> Path:
+        return self.root / "evaluate" / _slug(model) / f"{_slug(metric)}.json"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    def stage_record_path(self, stage: str) -> Path:
+        return self.root / ".valind" / "stages" / f"{stage}.json"
+
+    # stage records
+    def stage_record(self, stage: str) -> StageRecord | None:
+        path = self.stage_record_path(stage)
+        if not path.is_file():
+            return None
+        return StageRecord(**read_json(path))
+
+    def stage_done(self, stage: str, key: str) -> StageRecord | None:
+        """The stage's record if it finished with this key and all its outputs are intact, else None."""
+        record = self.stage_record(stage)
+        if record is None or record.key != key:
+            return None
+        for rel, size in record.outputs.items():
+            out = self.root / rel
+            if not out.is_file() or out.stat().st_size != size:
+                return None
+        return record
+
+    def record_stage(self, stage: str, key: str, outputs: list[Path], summary: Mapping[str, Any]) -> StageRecord:
+        record = StageRecord(
+            stage=stage,
+            key=key,
+            outputs={str(p.relative_to(self.root)): p.stat().st_size for p in outputs},
+            summary=dict(summary),
+            finished_at=_now(),
+        )
+        atomic_write_json(self.stage_record_path(stage), record.__dict__)
+        return record
+
+    def clear_stage(self, stage: str) -> None:
+        self.stage_record_path(stage).unlink(missing_ok=True)
+
+    # manifest
+    def update_manifest(self, config: Mapping[str, Any], inputs: Mapping[str, str], stage: str) -> None:
+        """Write the resolved config, versions, git state and input fingerprints (merged with earlier stages)."""
+        manifest: dict[str, Any] = read_json(self.manifest) if self.manifest.is_file() else {}
+        manifest.update(
+            manifest_version=MANIFEST_VERSION,
+            config=dict(config),
+            versions=package_versions(),
+            git=git_state(Path(__file__).parent),
+            updated_at=_now(),
+        )
+        manifest.setdefault("inputs", {}).update(inputs)
+        manifest.setdefault("stages", {})[stage] = _now()
+        atomic_write_json(self.manifest, manifest)
+
+
+def _slug(name: str) -> str:
+    """A name made safe as one path component ('meta-llama/Llama-3-8B' -> 'meta-llama--Llama-3-8B')."""
+    out = name.strip().replace("/", "--").replace("\\", "--").replace(" ", "_")
+    if not out or out in {".", ".."} or out.startswith("."):
+        raise ValindError(f"{name!r} cannot be used as a file name")
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
