@@ -85,17 +85,19 @@ def _load(config: Path | None, overrides: list[str] | None) -> dict[str, Any]:
 
 def print_ingest_summary(sources: list[dict[str, Any]], skipped: bool, report: Path) -> None:
     table = Table(title="ingest" + (" (up to date, nothing to do)" if skipped else ""), title_justify="left")
-    for col in ("source", "adapter", "read", "kept", "rejected", "duplicates", "rejected by reason"):
-        table.add_column(col, justify="right" if col in {"read", "kept", "rejected", "duplicates"} else "left")
+    table.add_column("source", overflow="fold")
+    table.add_column("adapter")
+    for col in ("read", "kept", "rejected", "duplicates"):
+        table.add_column(col, justify="right")
     for s in sources:
-        reasons = ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items()) or "-"
         dupes = s["duplicates_within_source"] + s["duplicates_across_sources"]
-        table.add_row(
-            s["name"], s["adapter"], f"{s['rows_read']:,}", f"{s['pairs_kept']:,}", f"{s['rows_rejected']:,}",
-            f"{dupes:,}", reasons,
-        )
+        table.add_row(s["name"], s["adapter"], f"{s['rows_read']:,}", f"{s['pairs_kept']:,}", f"{s['rows_rejected']:,}", f"{dupes:,}")
     out.print(table)
-    out.print(f"report: {report}")
+    for s in sources:
+        if s["rejected"]:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in s["rejected"].items())
+            out.print(f"rejected in {s['name']}: {reasons}", soft_wrap=True, highlight=False)
+    out.print(f"report: {report}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -2,9 +2,10 @@
 
 One row is one preference pair:
 
-- ``pair_id``: 32 hex characters, BLAKE2b-128 of the canonical JSON of
-  ``[prompt, chosen, rejected]``. The source is not part of it, so the same pair
-  found in two sources has the same id (and is kept once).
+- ``pair_id``: 32 hex characters, XXH3-128 of the canonical JSON of
+  ``[prompt, chosen, rejected]`` (a fast hash whose output is fixed by its specification,
+  so ids are stable across machines and versions). The source is not part of it, so the
+  same pair found in two sources has the same id (and is kept once).
 - ``source``: the name of the source the pair was read from (config ``ingest.sources[].name``).
 - ``prompt``: the chat messages before the final assistant turn, as
   ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; multi-turn is kept and
@@ -21,11 +22,11 @@ Example row (from HH-RLHF)::
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
+import xxhash
 
 MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
 PROMPT_TYPE = pa.list_(MESSAGE_TYPE)
@@ -56,8 +57,8 @@ class Pair(NamedTuple):
 
 
 def pair_id(prompt: list[Message], chosen: str, rejected: str) -> str:
-    """Stable content hash of a pair: BLAKE2b-128 over the canonical JSON, as 32 hex chars."""
-    return hashlib.blake2b(orjson.dumps([prompt, chosen, rejected]), digest_size=16).hexdigest()
+    """Stable content hash of a pair: XXH3-128 over the canonical JSON, as 32 hex chars."""
+    return xxhash.xxh3_128_hexdigest(orjson.dumps([prompt, chosen, rejected]))
 
 
 def user(content: str) -> Message:

@@ -6,8 +6,9 @@ Files by extension (optionally ``.gz``): ``.jsonl`` / ``.ndjson`` (one JSON obje
 ``datasets.load_dataset`` (a Hub name needs network, or the local Hub cache with
 ``HF_HUB_OFFLINE=1``).
 
-A reader yields ``Row`` for each record and ``Reject`` for a line that cannot be a record
-(malformed JSON, invalid UTF-8, not an object), so nothing is lost without a count.
+A reader yields a ``Row`` for each record and passes a ``Reject`` for each line that cannot be
+a record (malformed JSON, invalid UTF-8, not an object) to a callback, so nothing is lost
+without a count.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +34,31 @@ _SURROGATE = re.compile("[\udc80-\udcff]")
 _BATCH = 4096
 
 
+OnReject = Callable[[Reject], None]
+
+
 @dataclass
 class RecordStream:
-    """Records of one input, with what a progress bar and an error message need."""
+    """Records of one input, with what a progress bar and an error message need.
 
-    rows: Iterator[Row | Reject]
+    ``rows`` yields only parsed records; a line that cannot be a record goes to the
+    ``on_reject`` callback given to ``open_records`` (and so is counted, never lost).
+    ``counts`` holds [records seen, blank lines], filled while ``rows`` is consumed.
+    """
+
+    rows: Iterator[Row]
     label: str  # how a record is located in messages: "line", "row" or "item"
     total: int | None  # for progress: bytes of the file, or number of rows
     position: Callable[[], int]  # progress so far, in the unit of ``total``
-    blank_lines: list[int] = field(default_factory=lambda: [0])  # a one-item box the reader fills
+    counts: list[int] = field(default_factory=lambda: [0, 0])
+
+    @property
+    def records_read(self) -> int:
+        return self.counts[0]
+
+    @property
+    def blank_lines(self) -> int:
+        return self.counts[1]
 
 
 @dataclass(frozen=True)
@@ -91,11 +109,12 @@ def fingerprint(spec: InputSpec) -> str:
     return f"hub:{spec.path}@{pin}:{spec.subset or '-'}:{spec.data_dir or '-'}:{spec.split}"
 
 
-def open_records(spec: InputSpec) -> RecordStream:
+def open_records(spec: InputSpec, on_reject: OnReject, limit: int | None = None) -> RecordStream:
+    """Open an input; read at most ``limit`` records (lines, for line-based files)."""
     kind, path = locate(spec)
     if kind == "file":
-        return {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet}[_kind(path)](path)
-    return _dataset(spec)
+        return {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet}[_kind(path)](path, on_reject, limit)
+    return _dataset(spec, on_reject, limit)
 
 
 def _open_binary(path: Path) -> tuple[io.BufferedIOBase, Any]:
@@ -106,31 +125,34 @@ def _open_binary(path: Path) -> tuple[io.BufferedIOBase, Any]:
     return raw, raw
 
 
-def _jsonl(path: Path) -> RecordStream:
+def _jsonl(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     stream, raw = _open_binary(path)
-    blank = [0]
+    counts = [0, 0]
 
-    def rows() -> Iterator[Row | Reject]:
+    def rows() -> Iterator[Row]:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        number = 0
         with stream, raw:
             try:
-                for number, line in enumerate(stream, 1):
+                for number, line in enumerate(islice(stream, limit), 1):
                     try:
                         record = loads(line)
                     except decode_error as err:
                         if not line.strip():
-                            blank[0] += 1
+                            counts[1] += 1
                             continue
-                        yield _bad_line(number, line, err)
+                        on_reject(_bad_line(number, line, err))
                         continue
-                    if type(record) is not dict:
-                        yield Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}")
-                        continue
-                    yield Row(number, record)
+                    if type(record) is dict:
+                        yield Row(number, record)
+                    else:
+                        on_reject(Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}"))
             except (OSError, EOFError) as err:  # truncated or corrupt .gz
                 raise InputError(f"cannot read the file: {err}", file=str(path)) from None
+            finally:
+                counts[0] = number - counts[1]
 
-    return RecordStream(rows(), "line", path.stat().st_size, raw.tell, blank)
+    return RecordStream(rows(), "line", path.stat().st_size, raw.tell, counts)
 
 
 def _bad_line(number: int, line: bytes, err: Exception) -> Reject:
@@ -141,7 +163,7 @@ def _bad_line(number: int, line: bytes, err: Exception) -> Reject:
     return Reject(number, Reason.MALFORMED_JSON, None, f"not valid JSON: {err}")
 
 
-def _json(path: Path) -> RecordStream:
+def _json(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     stream, _ = _open_binary(path)
     with stream:
         data = stream.read()
@@ -156,51 +178,55 @@ def _json(path: Path) -> RecordStream:
         doc = lists[0]
     if not isinstance(doc, list):
         raise InputError(f"expected an array of records, got {type(doc).__name__}", file=str(path))
-    done = [0]
+    counts = [0, 0]
 
-    def rows() -> Iterator[Row | Reject]:
-        for number, record in enumerate(doc, 1):
-            done[0] = number
-            if type(record) is not dict:
-                yield Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}")
-            else:
+    def rows() -> Iterator[Row]:
+        for number, record in enumerate(islice(doc, limit), 1):
+            counts[0] = number
+            if type(record) is dict:
                 yield Row(number, record)
+            else:
+                on_reject(Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}"))
 
-    return RecordStream(rows(), "item", len(doc), lambda: done[0])
+    return RecordStream(rows(), "item", len(doc), lambda: counts[0], counts)
 
 
-def _csv(path: Path) -> RecordStream:
+def _csv(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     stream, raw = _open_binary(path)
     # surrogateescape keeps invalid bytes as lone surrogates, so one bad row is rejected, not the file
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
 
-    def rows() -> Iterator[Row | Reject]:
+    counts = [0, 0]
+
+    def rows() -> Iterator[Row]:
         with text, raw:
             reader = csv.DictReader(text)
-            for number, record in enumerate(reader, 1):
+            for number, record in enumerate(islice(reader, limit), 1):
+                counts[0] = number
                 if None in record or None in record.values():
-                    yield Reject(number, Reason.MALFORMED_CSV, None, f"row has {len(record) - (None in record)} fields, header has {len(reader.fieldnames or [])}")
+                    width = len(reader.fieldnames or [])
+                    on_reject(Reject(number, Reason.MALFORMED_CSV, None, f"row does not have the header's {width} fields"))
                     continue
                 bad = next((k for k, v in record.items() if _SURROGATE.search(v)), None)
                 if bad is not None:
-                    yield Reject(number, Reason.INVALID_UTF8, bad, "invalid UTF-8 in this field")
+                    on_reject(Reject(number, Reason.INVALID_UTF8, bad, "invalid UTF-8 in this field"))
                     continue
                 yield Row(number, record)
 
-    return RecordStream(rows(), "row", path.stat().st_size, raw.tell)
+    return RecordStream(rows(), "row", path.stat().st_size, raw.tell, counts)
 
 
-def _parquet(path: Path) -> RecordStream:
+def _parquet(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     import pyarrow.parquet as pq
 
     try:
         file = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise InputError(f"not a readable Parquet file: {err}", file=str(path)) from None
-    return _batched(file.iter_batches(batch_size=_BATCH), file.metadata.num_rows)
+    return _batched(file.iter_batches(batch_size=_BATCH), file.metadata.num_rows, limit)
 
 
-def _dataset(spec: InputSpec) -> RecordStream:
+def _dataset(spec: InputSpec, on_reject: OnReject, limit: int | None) -> RecordStream:
     import datasets
 
     try:
@@ -213,18 +239,21 @@ def _dataset(spec: InputSpec) -> RecordStream:
             "Without network, download it once or point 'path' at a local file.",
             file=spec.path,
         ) from err
-    return _batched(ds.with_format("arrow").iter(batch_size=_BATCH), ds.num_rows)
+    return _batched(ds.with_format("arrow").iter(batch_size=_BATCH), ds.num_rows, limit)
 
 
-def _batched(batches: Any, total: int) -> RecordStream:
-    done = [0]
+def _batched(batches: Any, total: int, limit: int | None) -> RecordStream:
+    """Rows of Arrow record batches (Parquet, datasets); these always hold objects, so nothing is rejected here."""
+    counts = [0, 0]
 
-    def rows() -> Iterator[Row | Reject]:
+    def rows() -> Iterator[Row]:
         number = 0
         for batch in batches:
             for record in batch.to_pylist():
                 number += 1
+                if limit is not None and number > limit:
+                    return
+                counts[0] = number
                 yield Row(number, record)
-            done[0] = number
 
-    return RecordStream(rows(), "row", total, lambda: done[0])
+    return RecordStream(rows(), "row", total if limit is None else min(total, limit), lambda: counts[0], counts)

@@ -48,8 +48,17 @@ class Generic(RowAdapter):
     def detect(cls, record: dict[str, Any]) -> bool:
         return "chosen" in record and "rejected" in record and "prompt" in record
 
+    def __init__(self, options: GenericOptions) -> None:
+        super().__init__(options)
+        # the common case (three string columns, nothing else to copy) skips the general path
+        self._simple = options.prompt is not None and not options.system and not options.meta
+
     def build(self, record: dict[str, Any]) -> Pair:
         opts = self.options
+        if self._simple:
+            prompt, chosen, rejected = record.get(opts.prompt), record.get(opts.chosen), record.get(opts.rejected)
+            if type(prompt) is str and type(chosen) is str and type(rejected) is str:
+                return Pair([{"role": "user", "content": prompt}], chosen, rejected, {})
         chosen_context, chosen = _reply(record, opts.chosen)
         rejected_context, rejected = _reply(record, opts.rejected)
         if opts.prompt is not None and opts.prompt in record:

@@ -78,9 +78,9 @@ class HelpSteer2Regular:
             raise RowRejected(Reason.TIE, "helpfulness", f"both responses have helpfulness {ha}")
         chosen, rejected = (a, b) if ha > hb else (b, a)
         meta = {
-            f"{side}_{attr}": rec[attr]
+            f"{side}_{attr}": get_int(rec, attr)  # ints in JSONL / Parquet, digit strings in CSV
             for side, rec in (("chosen", chosen), ("rejected", rejected))
             for attr in ATTRIBUTES
-            if isinstance(rec.get(attr), (int, float))
+            if rec.get(attr) not in (None, "")
         }
         return Built(group[0].number, Pair([user(prompt)], get_str(chosen, "response"), get_str(rejected, "response"), meta))

@@ -1,0 +1,33 @@
+# Set-up and everyday commands. `make demo` and `make test` are the two README commands.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU build of torch unless an NVIDIA GPU is visible (override: make CONSTRAINTS=constraints/gpu.txt ...)
+CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),constraints/gpu.txt,constraints/cpu.txt)
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS)
+
+.PHONY: install install-test demo test test-slow bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python            ## the package and its runtime dependencies
+	$(PIP) -e .
+
+install-test: $(BIN)/python       ## the package with test dependencies
+	$(PIP) -e '.[test]'
+
+demo: install                     ## the main job on the embedded defaults, offline
+	$(BIN)/valind demo
+
+test: install-test                ## the default test run (what CI runs)
+	$(BIN)/python -m pytest -m "not slow and not gpu"
+
+test-slow: install-test           ## tests with real models (minutes)
+	$(BIN)/python -m pytest -m "slow"
+
+bench: install-test               ## benchmarks; figures go to bench/RESULTS.md by hand
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) valind-demo .pytest_cache

@@ -1,0 +1,43 @@
+"""The bundled demo data and the demo command (the README's first set-up command)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from valind.cli import app
+from valind.config import load_config, demo_config_path
+from valind.ingest import run_ingest
+from valind.workspace import Workspace, read_json
+
+
+def test_demo_config_loads_with_packaged_data() -> None:
+    cfg = load_config(demo_config_path())
+    assert Path(cfg.ingest.sources[0].path).is_file()
+    assert cfg.ingest.strict is True
+
+
+def test_demo_data_is_clean_and_covers_values_on_one_side(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    result = run_ingest(load_config(demo_config_path()), ws)  # strict: any bad row raises
+    rep = result.sources[0]
+    assert 150 <= rep["pairs_kept"] <= 300 and rep["rows_rejected"] == 0 and rep["duplicates_within_source"] == 0
+    metas = [orjson.loads(m) for m in pq.read_table(ws.ingest_file("demo"))["meta"].to_pylist()]
+    per_value = Counter(m["value"] for m in metas)
+    assert len(per_value) == 15 and min(per_value.values()) >= 10
+    sides = Counter((m["value"], m["side"]) for m in metas)
+    assert sides[("violence", "rejected")] > sides[("violence", "chosen")]  # harm is mostly dispreferred
+    assert sides[("empathy", "chosen")] > sides[("empathy", "rejected")]
+
+
+def test_demo_command_runs_and_reruns(tmp_path: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")])
+    assert first.exit_code == 0, first.output
+    assert "workspace:" in first.output
+    assert read_json(tmp_path / "demo" / "manifest.json")["config"]["ingest"]["sources"][0]["name"] == "demo"
+    assert "up to date" in runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")]).output
