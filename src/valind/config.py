@@ -9,6 +9,7 @@ current directory, as in any shell command.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,65 @@ class IngestConfig(_Strict):
         return self
 
 
+class ExtractConfig(_Strict):
+    """Which values each response expresses: the extractor backend and its settings.
+
+    Settings marked (key) change the output and are part of the cache key; the others
+    (batch size, concurrency, timeouts, retries of failed calls) do not.
+    """
+
+    extractor: str = Field("embedded", description="Backend: embedded (offline default), hf, vllm, openai, fake.")
+    vocabulary: str | None = Field(
+        None, description="(key) Value vocabulary: a YAML file, a taxonomy folder or values_tree.csv; default: the 15 values shipped."
+    )
+    taxonomy_level: int = Field(1, ge=1, le=2, description="(key) With a taxonomy: level-1 (266) or level-2 (26) clusters as values.")
+    model: str | None = Field(
+        None, description="(key) hf / vllm / openai: model name, local path, or 'smollm2-135m-instruct' (the packaged model)."
+    )
+    revision: str | None = Field(None, description="(key) Model revision for Hub models.")
+    mode: str = Field("closed", description="(key) LLM backends: 'closed' (answers restricted to the vocabulary) or 'open' (free text, then mapped).")
+    with_prompt: bool = Field(True, description="(key) LLM backends: show the conversation before the response.")
+    max_new_tokens: int = Field(96, ge=8, description="(key) LLM backends: answer length limit in tokens.")
+    temperature: float = Field(0.0, ge=0.0, description="(key) LLM backends: 0 is greedy.")
+    seed: int = Field(0, description="(key) Sampling seed (only used when temperature > 0).")
+    map_threshold: float = Field(0.6, ge=0.0, le=1.0, description="(key) Open mode: minimum cosine similarity to map a free-text value.")
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="(key) embedded: score at or above which a value counts; default: per-value thresholds fitted by cross-validation."
+    )
+    max_retries: int = Field(2, ge=0, description="LLM backends: asks again after an answer that does not parse.")
+    batch_size: int = Field(32, ge=1, description="Items per model batch (and per cache write).")
+    max_failure_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Fail the stage when more than this fraction of responses fails.")
+    base_url: str | None = Field(None, description="openai: server URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the environment variable holding the API key (the key itself never goes in a config).")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight at once.")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds per request before it counts as timed out.")
+    request_retries: int = Field(5, ge=0, description="openai: retries with back-off on 429, 5xx, timeouts and dropped connections.")
+    json_schema: bool = Field(True, description="openai: send response_format with a JSON schema (turn off for servers without support).")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm: fraction of GPU memory to use.")
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in ("closed", "open"):
+            raise ValueError("must be 'closed' or 'open'")
+        return v
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest stage settings.")
+    extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Extract stage settings.")
     cache_dir: str | None = Field(
         None, description="Model-call cache and converted checkpoints; default $VALIND_CACHE or ~/.cache/valind."
     )
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser()
+        env = os.environ.get("VALIND_CACHE")
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "valind"
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:
