@@ -17,7 +17,7 @@ from valind import __version__
 from valind.config import Config, apply_overrides, demo_config_path, load_config_data, validate_config
 from valind.errors import ValindError
 from valind.ingest import run_ingest
-from valind.workspace import Workspace
+from valind.workspace import Workspace, read_json
 
 app = typer.Typer(
     name="valind",
@@ -78,8 +78,14 @@ def _progress() -> Progress:
     )
 
 
-def _load(config: Path | None, overrides: list[str] | None) -> dict[str, Any]:
-    data = load_config_data(config) if config else {}
+def _load(config: Path | None, overrides: list[str] | None, workspace: Path | None = None) -> dict[str, Any]:
+    """Config data: the given file; else the config the workspace last ran with; else the defaults."""
+    if config:
+        data = load_config_data(config)
+    elif workspace is not None and Workspace(workspace).manifest.is_file():
+        data = read_json(Workspace(workspace).manifest).get("config", {})
+    else:
+        data = {}
     return apply_overrides(data, overrides or [])
 
 
@@ -118,7 +124,7 @@ def ingest(
     set_: SetOpt = None,
 ) -> None:
     """Read preference data into the canonical pair table (ingest/<source>.parquet)."""
-    data = _load(config, set_)
+    data = _load(config, set_, workspace)
     ingest_section = data.setdefault("ingest", {})
     if source is not None:
         if Path(source).expanduser().exists():  # record local inputs by absolute path in the manifest
@@ -151,6 +157,84 @@ def demo(
     ws = Workspace(workspace)
     _ingest(cfg, ws)
     out.print(f"workspace: {ws.root}")
+
+
+ExtractorOpt = Annotated[str | None, typer.Option("--extractor", "-e", help="Extractor backend: embedded, hf, vllm, openai, fake.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model for hf / vllm / openai extractors.")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="openai extractor: server URL, e.g. http://127.0.0.1:8000/v1.")]
+
+
+def _extract_overrides(extractor: str | None, model: str | None, base_url: str | None) -> list[str]:
+    given = {"extract.extractor": extractor, "extract.model": model, "extract.base_url": base_url}
+    return [f"{k}={v}" for k, v in given.items() if v is not None]
+
+
+@app.command()
+@_friendly_errors
+def extract(
+    workspace: WorkspaceOpt,
+    extractor: ExtractorOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Find the values every chosen and rejected response expresses (extract/<extractor-id>/)."""
+    from valind.extract.stage import run_extract
+
+    overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
+    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    _extract(cfg, Workspace(workspace))
+
+
+def _extract(cfg: Config, ws: Workspace) -> None:
+    from valind.extract.stage import run_extract
+
+    with _progress() as progress:
+        result = run_extract(cfg, ws, _progress_factory(progress))
+    print_extract_summary(result.report, result.skipped, result.report_path)
+
+
+def print_extract_summary(report: dict[str, Any], skipped: bool, path: Path) -> None:
+    title = f"extract {report['extractor_id']}" + (" (up to date, nothing to do)" if skipped else "")
+    table = Table(title=title, title_justify="left")
+    for col in ("responses", "unique", "reused from cache", "model calls", "failed"):
+        table.add_column(col, justify="right")
+    failed = sum(report["failed"].values())
+    table.add_row(*(f"{n:,}" for n in (report["responses"], report["unique_responses"], report["reused_from_cache"],
+                                         report["model_calls"], failed)))
+    out.print(table)
+    top = ", ".join(f"{k} {v:,}" for k, v in list(report["per_value"].items())[:15]) or "none"
+    out.print(f"responses per value: {top}", soft_wrap=True, highlight=False)
+    if report["unmapped_total"]:
+        out.print(f"unmapped free-text values: {report['unmapped_total']:,} (top: {', '.join(report['unmapped_top'])})", soft_wrap=True)
+    out.print(f"report: {path}", soft_wrap=True, highlight=False)
+
+
+score_app = typer.Typer(help="Score any responses from a JSONL file (no workspace needed).", no_args_is_help=True)
+app.add_typer(score_app, name="score")
+
+
+@score_app.command("values")
+@_friendly_errors
+def score_values(
+    input: Annotated[Path, typer.Argument(help="JSONL: each line has 'response' and optionally 'prompt' (string or chat messages).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL: each input line plus 'values' and 'value_scores'.")],
+    extractor: ExtractorOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    lenient: Annotated[bool, typer.Option("--lenient", help="Write an 'error' field for a bad line instead of stopping.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Which values each response expresses; lines keep their order."""
+    from valind.extract.score import score_values_file
+
+    overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
+    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    with _progress() as progress:
+        summary = score_values_file(cfg, input, output, lenient=lenient, progress=_progress_factory(progress))
+    out.print(f"{summary['lines']:,} lines scored ({summary['reused']:,} from cache, {summary['errors']:,} errors) -> {output}", highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``

@@ -111,6 +111,9 @@ class ExtractConfig(_Strict):
     threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="(key) embedded: score at or above which a value counts; default: per-value thresholds fitted by cross-validation."
     )
+    labels: str | None = Field(
+        None, description="(key) embedded: labelled responses (JSONL: response, values) to fit its classifier; default: the set shipped."
+    )
     max_retries: int = Field(2, ge=0, description="LLM backends: asks again after an answer that does not parse.")
     batch_size: int = Field(32, ge=1, description="Items per model batch (and per cache write).")
     max_failure_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Fail the stage when more than this fraction of responses fails.")

@@ -27,6 +27,7 @@ class InputError(ValindError):
         field: str | None = None,
         reason: str | None = None,
     ) -> None:
+        self.message = message
         self.file = file
         self.location = location
         self.field = field
@@ -36,6 +37,10 @@ class InputError(ValindError):
             parts.append(f"field {field!r}")
         parts.append(f"{message} ({reason})" if reason else message)
         super().__init__(": ".join(parts))
+
+    def in_file(self, file: str) -> InputError:
+        """The same error, naming the file it came from."""
+        return InputError(self.message, file=file, location=self.location, field=self.field, reason=self.reason)
 
 
 class StageFailed(ValindError):
