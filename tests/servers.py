@@ -41,6 +41,7 @@ from typing import Any
 
 HOST = "127.0.0.1"
 MODEL_ALIAS = "smollm2"
+LIFETIME_S = 300.0  # a server subprocess exits on its own after this long
 _MARKER = re.compile(r"VALUES=([a-z ,]*[a-z])")
 
 
@@ -134,7 +135,7 @@ NOT_JSON_TEXT = "I think this response shows empathy and honesty."
 
 
 def canned_answer(request: dict[str, Any]) -> str:
-    """``{"values": [...]}`` with the names after ``VALUES=`` in the last user message."""
+    """``{"values": [...]}`` with the names after ``VALUES=`` in the user messages."""
     found = _MARKER.search(" ".join(m["content"] for m in request.get("messages", []) if m.get("role") == "user"))
     names = [n.strip() for n in found.group(1).split(",")] if found else []
     return json.dumps({"values": names})
@@ -322,7 +323,10 @@ class ServerProcess:
 
     def _follow(self) -> None:
         while True:
-            line = self._lines.get()
+            try:
+                line = self._lines.get(timeout=LIFETIME_S)
+            except queue.Empty:
+                return
             if not line:  # end of output: the process is gone
                 return
             if line.startswith("served "):
@@ -344,7 +348,8 @@ def fault_server_process(*, delay_s: float = 0.0, startup_s: float = 30.0) -> It
             lines.put(line.strip())
         lines.put("")
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
     try:
         first = lines.get(timeout=startup_s)
         if not first.startswith("port "):
@@ -352,13 +357,16 @@ def fault_server_process(*, delay_s: float = 0.0, startup_s: float = 30.0) -> It
         yield ServerProcess(proc, int(first.split()[1]), lines)
     finally:
         stop_process(proc)
+        pumping.join(timeout=5)  # reaches the end of the output once the process is gone
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A canned OpenAI-compatible server for tests.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--lifetime", type=float, default=300.0, help="seconds after which it exits on its own")
+    parser.add_argument("--lifetime", type=float, default=LIFETIME_S, help="seconds after which it exits on its own")
     args = parser.parse_args()
     server = FaultServer(delay_s=args.delay, port=args.port, on_served=lambda n: print(f"served {n}", flush=True))
     with server:

@@ -19,7 +19,7 @@ from servers import NOT_JSON_TEXT, Fault, FaultServer, canned_answer, fault_serv
 from valind.config import ExtractConfig
 from valind.errors import ConfigError
 from valind.extract.base import Extraction, Item, Status
-from valind.extract.openai_backend import PLACEHOLDER_KEY, OpenAIExtractor, SchemaFormat
+from valind.extract.openai_backend import PLACEHOLDER_KEY, OpenAIExtractor
 from valind.values import load_vocabulary
 
 VOCAB = load_vocabulary()
@@ -68,9 +68,7 @@ def test_request_carries_settings_and_schema() -> None:
     with FaultServer() as server:
         make(server.base_url, max_new_tokens=50).extract([item(0)])
         make(server.base_url, temperature=0.5, seed=7, json_schema=False).extract([item(1)])
-        llama_form = make(server.base_url)
-        llama_form.schema_format = SchemaFormat.JSON_OBJECT
-        llama_form.extract([item(2)])
+        make(server.base_url, schema_format="json_object").extract([item(2)])
     greedy, sampled, llama = (r.body for r in server.received)
     assert greedy["model"] == "smollm2" and greedy["max_tokens"] == 50 and greedy["temperature"] == 0.0
     assert "seed" not in greedy
@@ -286,8 +284,8 @@ def test_real_server_closed_mode_with_schema(llama_url: str) -> None:
         Item([], "Honestly, I am not sure; the evidence points both ways."),
     ]
     with FaultServer(upstream=llama_url) as recorder:  # records which answer went to which item
-        ext = make(recorder.base_url, concurrency=2, timeout_s=100, request_retries=0)
-        ext.schema_format = SchemaFormat.JSON_OBJECT  # the form llama-cpp-python's server accepts
+        # json_object: the form llama-cpp-python's server accepts
+        ext = make(recorder.base_url, concurrency=2, timeout_s=100, request_retries=0, schema_format="json_object")
         results = ext.extract(items)
     assert [r.status for r in results] == [Status.OK] * len(items), [r.error for r in results]
     for it, r in zip(items, results):

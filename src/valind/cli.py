@@ -237,6 +237,37 @@ def score_values(
     out.print(f"{summary['lines']:,} lines scored ({summary['reused']:,} from cache, {summary['errors']:,} errors) -> {output}", highlight=False)
 
 
+@score_app.command("quality")
+@_friendly_errors
+def score_quality(
+    labels: Annotated[Path | None, typer.Option("--labels", help="Labelled JSONL (response, values); default: the shipped eval set.")] = None,
+    extractor: ExtractorOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Precision and recall of an extractor on labelled responses, per value and micro-averaged."""
+    from valind.extract.quality import evaluate_extractor
+    from valind.stats import Proportion
+    from valind.workspace import atomic_write_json
+
+    overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
+    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    result = evaluate_extractor(cfg, labels)
+    table = Table(title=f"extractor quality on {result['labels']} ({result['responses']} responses, 95% Wilson intervals)", title_justify="left")
+    for col in ("value", "precision", "recall"):
+        table.add_column(col)
+    for name, row in [*result["per_value"].items(), ("micro", result["micro"])]:
+        table.add_row(name, Proportion(**row["precision"]).fmt(), Proportion(**row["recall"]).fmt())
+    out.print(table)
+    if result["failed"]:
+        out.print(f"{result['failed']} responses failed extraction and count as predicting nothing")
+    if json_out:
+        atomic_write_json(json_out, result)
+
+
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``
     app(prog_name="valind")
 

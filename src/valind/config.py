@@ -123,6 +123,10 @@ class ExtractConfig(_Strict):
     timeout_s: float = Field(120.0, gt=0, description="openai: seconds per request before it counts as timed out.")
     request_retries: int = Field(5, ge=0, description="openai: retries with back-off on 429, 5xx, timeouts and dropped connections.")
     json_schema: bool = Field(True, description="openai: send response_format with a JSON schema (turn off for servers without support).")
+    schema_format: str = Field(
+        "json_schema", description="openai: how response_format carries the schema: json_schema (OpenAI, vLLM, SGLang, "
+        "llama.cpp llama-server, TGI) or json_object (llama-cpp-python's server)."
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per model.")
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="vllm: fraction of GPU memory to use.")
 
@@ -133,12 +137,47 @@ class ExtractConfig(_Strict):
             raise ValueError("must be 'closed' or 'open'")
         return v
 
+    @field_validator("schema_format")
+    @classmethod
+    def _schema_format(cls, v: str) -> str:
+        if v not in ("json_schema", "json_object"):
+            raise ValueError("must be 'json_schema' or 'json_object'")
+        return v
+
+
+class SubsetsConfig(_Strict):
+    """Which values get a DPO training set, and how the sets are cut (see valind.subsets)."""
+
+    min_pairs: int = Field(500, ge=1, description="Keep a value only with at least this many pairs in its subset (the study: 500).")
+    valences: list[str] = Field(
+        default_factory=lambda: ["positive", "negative", "neutral"], description="Keep values of these valences."
+    )
+    categories: list[str] = Field(
+        default_factory=lambda: ["Social", "Protective", "Personal"],
+        description="Keep values of these taxonomy categories (the study kept Social, Protective, Personal).",
+    )
+    include: list[str] = Field(default_factory=list, description="Only these values (empty: all that pass the other criteria).")
+    exclude: list[str] = Field(default_factory=list, description="Never these values.")
+    heldout_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of prompts held out per value (no prompt in both splits); 0 writes no held-out split."
+    )
+    seed: int = Field(0, description="Seed of the held-out split.")
+
+    @field_validator("valences")
+    @classmethod
+    def _valences(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if x not in ("positive", "negative", "neutral")]
+        if bad:
+            raise ValueError(f"unknown valence {bad[0]!r}; allowed: positive, negative, neutral")
+        return v
+
 
 class Config(_Strict):
     """The whole run configuration."""
 
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest stage settings.")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Extract stage settings.")
+    subsets: SubsetsConfig = Field(default_factory=SubsetsConfig, description="Value subset selection.")
     cache_dir: str | None = Field(
         None, description="Model-call cache and converted checkpoints; default $VALIND_CACHE or ~/.cache/valind."
     )

@@ -120,7 +120,7 @@ class OpenAIExtractor(ChatExtractor):
             mode=Mode(cfg.mode), with_prompt=cfg.with_prompt, max_retries=cfg.max_retries, mapper=mapper,
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed,
             json_schema=cfg.json_schema, concurrency=cfg.concurrency, timeout_s=cfg.timeout_s,
-            request_retries=cfg.request_retries,
+            request_retries=cfg.request_retries, schema_format=SchemaFormat(cfg.schema_format),
         )
 
     def __repr__(self) -> str:
