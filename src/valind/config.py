@@ -153,7 +153,7 @@ class SubsetsConfig(_Strict):
         default_factory=lambda: ["positive", "negative", "neutral"], description="Keep values of these valences."
     )
     categories: list[str] = Field(
-        default_factory=lambda: ["Social", "Protective", "Personal"],
+        default_factory=lambda: ["Practical", "Epistemic", "Social", "Protective", "Personal"],
         description="Keep values of these taxonomy categories (the study kept Social, Protective, Personal).",
     )
     include: list[str] = Field(default_factory=list, description="Only these values (empty: all that pass the other criteria).")
