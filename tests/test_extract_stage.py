@@ -165,3 +165,49 @@ def test_score_values_keeps_order_and_reports_bad_lines(tmp_path: Path) -> None:
     assert rows[0]["values"] == ["humor"] and rows[0]["value_scores"] == {"humor": 1.0}
     assert rows[1]["values"] == [] and rows[3]["values"] == ["privacy"]
     assert "line 3" in rows[2]["error"]
+
+
+_KILLED_WORKER = """
+import sys, time
+from pathlib import Path
+from valind.cache import Cache
+from valind.extract import Item
+from valind.extract.fake import FakeExtractor
+from valind.extract.runner import run_extraction
+from valind.values import load_vocabulary
+
+class Slow(FakeExtractor):
+    def extract(self, items):
+        out = super().extract(items)
+        print("batch", flush=True)  # the parent kills us after a few of these
+        time.sleep(0.2)
+        return out
+
+items = [Item([], f"response {i} with humor" if i % 3 == 0 else f"response {i}") for i in range(60)]
+with Cache(Path(sys.argv[1])) as cache:
+    run_extraction(Slow(load_vocabulary()), items, cache, batch_size=5)
+print("finished", flush=True)
+"""
+
+
+def test_process_killed_mid_run_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "calls.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_WORKER, str(db)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for _ in range(4):
+        assert proc.stdout.readline().strip() == "batch"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with Cache(db) as cache:
+        done = cache.count("extract")
+        assert 15 <= done < 60 and done % 5 == 0  # whole batches only
+        items = [Item([], f"response {i} with humor" if i % 3 == 0 else f"response {i}") for i in range(60)]
+        resumed = FakeExtractor(VOCAB)
+        results, ids, stats = run_extraction(resumed, items, cache, batch_size=5)
+        assert (stats.reused, stats.computed, resumed.calls) == (done, 60 - done, 60 - done)
+        assert cache.count("extract") == 60
+    assert [results[i].values for i in ids] == [("humor",) if i % 3 == 0 else () for i in range(60)]
