@@ -115,6 +115,7 @@ def test_from_config_identity_has_model_and_decoding_but_not_batching(tiny_path:
     assert (ident["dtype"], ident["max_new_tokens"], ident["temperature"]) == ("float32", 8, 0.0)
     assert "seed" not in ident and "batch_size" not in ident
     assert greedy.tokenizer.padding_side == "left"
+    assert greedy.generate([]) == []
     assert hf(tiny_path, model_cache, max_new_tokens=8, batch_size=7).identity() == ident
     sampled = hf(tiny_path, model_cache, max_new_tokens=8, temperature=0.7, seed=3).identity()
     assert (sampled["temperature"], sampled["seed"]) == (0.7, 3)

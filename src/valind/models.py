@@ -11,8 +11,8 @@ cache key of that model's outputs.
   as a normal safetensors checkpoint under
   ``<cache_dir>/models/smollm2-135m-instruct-<first 12 hex of the GGUF's sha256>``, without
   ``quantization_config`` (left in, the Trainer refuses to fine-tune a "purely quantized model").
-  Measured on a 2-core CPU: first conversion 20-30 s (de-quantise ~12 s, rebuild ~3 s, save ~2 s,
-  plus imports); a later resolve only hashes the GGUF (~0.3 s). Identity:
+  Measured on a 2-core CPU: first conversion 15-21 s (de-quantise ~12 s, rebuild ~2.5 s, save,
+  tokenizer ~2.5 s), ~520 MB on disk (float32); a later resolve only hashes the GGUF (~0.05 s). Identity:
   ``{"model": "smollm2-135m-instruct", "gguf_sha256": "<hex>"}``.
 - a local folder: used as it is. Identity: its resolved path and a fingerprint of its files
   (content of the small ones such as config.json and tokenizer.json; size and modification time
@@ -171,8 +171,8 @@ def tiny_model(cache_dir: Path) -> Path:
     tokenizer and chat template, saved once under ``<cache_dir>/models/tiny-llama-<hash>``.
 
     Deterministic: weights come from ``torch.manual_seed(TINY_SEED)`` (the global RNG state is
-    restored afterwards). The tokenizer is read straight from the packaged GGUF (~3 s; no model
-    de-quantisation), identical to the converted SmolLM2's. Building it takes ~5 s.
+    restored afterwards). The tokenizer is read straight from the packaged GGUF (~2.5 s; no model
+    de-quantisation), identical to the converted SmolLM2's. Building it takes 3-5 s, ~6.5 MB on disk (half of it tokenizer.json).
     """
     gguf = packaged_gguf()
     key = hash_json({"config": TINY_LLAMA, "seed": TINY_SEED, "tokenizer": _sha256(gguf), "version": _CONVERSION_VERSION})

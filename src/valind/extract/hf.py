@@ -12,11 +12,13 @@ Failures stay per item and loud: a prompt longer than the tokenizer's ``model_ma
 every item of its chunk with the error text (and is logged with its traceback). Answers that do
 not parse are asked again by ``ChatExtractor``.
 
-Runs on CPU in float32 and on one CUDA GPU in bfloat16. Measured on a 2-core CPU with the packaged
-SmolLM2-135M-Instruct (greedy, max_new_tokens 96, default 15-value vocabulary, batch 4): loading
-~1 s once converted; 4 items with up to 2 retries ~20-40 s (the ~1,100-token system prompt
-dominates). For real runs use ``vllm`` or ``openai``; this backend is for small jobs and for
-models vLLM does not serve.
+Runs on CPU in float32 and on one CUDA GPU in bfloat16. Measured on a shared, noisy 2-core CPU with
+the packaged SmolLM2-135M-Instruct, batch 4, greedy: loading 1-3 s once converted; 4 items with the
+default 15-value vocabulary (~750-token prompts), max_new_tokens 96 and 2 retries (all 4 answers
+failed to parse, so 3 rounds): 52 s in a quiet minute, up to 300 s under load; 4 items with a
+4-value vocabulary, max_new_tokens 48 and 1 retry: ~6 s. A 135M model rarely answers in the
+required JSON form, so with it this backend tests plumbing, not annotation quality. For real runs
+use ``vllm`` or ``openai``; this backend is for small jobs and for models vLLM does not serve.
 """
 
 from __future__ import annotations
@@ -78,6 +80,8 @@ class HFExtractor(ChatExtractor):
 
     def generate(self, conversations: list[list[Message]]) -> list[str | CallFailed]:
         """One answer per conversation, in order; a CallFailed where the prompt is too long or the model failed."""
+        if not conversations:
+            return []
         texts = [self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
         # The template already holds the special tokens (BOS and role markers): add none.
         ids: list[list[int]] = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -98,7 +102,7 @@ class HFExtractor(ChatExtractor):
             except _MODEL_ERRORS as err:
                 log.warning("hf extractor: a batch of %d failed", len(chunk), exc_info=True)
                 answers = [CallFailed(f"{type(err).__name__}: {err}") for _ in chunk]
-            for i, answer in zip(chunk, answers):
+            for i, answer in zip(chunk, answers, strict=True):
                 out[i] = answer
         return out
 
@@ -111,7 +115,8 @@ class HFExtractor(ChatExtractor):
             settings["temperature"] = self.temperature
         else:  # greedy: clear the model's own sampling defaults instead of warning about them
             settings.update(temperature=None, top_p=None, top_k=None)
-        with torch.inference_mode(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        rng_devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=rng_devices):
             if sample:
                 torch.manual_seed(int(hash_json([self.seed, ids])[:15], 16))
             generated = self.model.generate(**batch, **settings)
