@@ -286,6 +286,9 @@ def test_heldout_split_is_by_prompt_and_stable(tmp_path: Path) -> None:
         held_prompts |= {prompts[i] for i in held}
     held_by_value = [{prompts[r["pair_id"]] for r in rows(result.heldout[v])} for v in ("empathy", "humor")]
     assert held_by_value[0] == held_by_value[1]  # a held-out prompt is held out for every value
+    documented = {p.prompt for p in pairs  # the rule as the module docstring states it
+                  if xxhash.xxh3_64_intdigest(f"user\x1f{p.prompt}".encode(), 11) < 0.25 * 2**64}
+    assert held_by_value[0] == documented
 
     shuffled = run_subsets(cfg, build(tmp_path / "two", pairs[::-1], reverse_pairs_file=True))
     assert rows(shuffled.heldout["empathy"]) == rows(result.heldout["empathy"])

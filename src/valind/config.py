@@ -186,7 +186,7 @@ class Config(_Strict):
         if self.cache_dir:
             return Path(self.cache_dir).expanduser()
         env = os.environ.get("VALIND_CACHE")
-        return Path(env).expanduser() if env else Path.home() / ".cache" / "valind"
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "valind"  # as valind.embedding
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

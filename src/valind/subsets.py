@@ -249,12 +249,15 @@ def _read_pairs(inputs: _Inputs, content: _Content) -> pl.DataFrame:
     def side(name: str, sign: str) -> pl.DataFrame:
         return values.rename({"response_id": f"{name}_id", "values": f"v_{sign}", "status": f"status_{name}"})
 
-    return (
+    joined = (
         pairs.join(side("chosen", "plus"), on="chosen_id", how="left")
         .join(side("rejected", "minus"), on="rejected_id", how="left")
         .drop("chosen_id", "rejected_id")
         .with_columns(pl.col("status_chosen", "status_rejected").fill_null(MISSING))
     )
+    if joined.height != pairs.height:  # a response id on two rows would count its pairs twice
+        raise ValindError(f"{inputs.values_path}: response ids are not unique; re-run `valind extract`")
+    return joined
 
 
 # ---------------------------------------------------------------- the rule
@@ -272,6 +275,9 @@ class _Members:
 
 
 def _members(pairs: pl.DataFrame, names: Sequence[str]) -> _Members:
+    """The XOR rule, per pair at once: V+ minus V- gives the values kept as they are, V- minus V+
+    the values kept swapped (``flipped``); a value in both or in neither gives nothing. Pairs with
+    a failed extraction are counted and left out; names outside the vocabulary are counted."""
     ok_c, ok_r = pl.col("status_chosen") == OK, pl.col("status_rejected") == OK
     counts = pairs.select(
         chosen_only=(~ok_c & ok_r).sum(), rejected_only=(ok_c & ~ok_r).sum(), both=(~ok_c & ~ok_r).sum()
@@ -307,19 +313,17 @@ def _members(pairs: pl.DataFrame, names: Sequence[str]) -> _Members:
     )
 
 
-def _prompt_keys(prompts: pa.LargeListArray) -> pa.Array:
+def _prompt_keys(prompts: pl.Series) -> pl.Series:
     """Each prompt as one string: ``role \\x1f content`` per message, ``\\x1e`` between messages."""
-    messages = prompts.flatten()
-    joined = pc.binary_join_element_wise(messages.field("role"), messages.field("content"), pa.scalar("\x1f", pa.large_string()))
-    offsets = pc.subtract(prompts.offsets, prompts.offsets[0])
-    return pc.binary_join(pa.LargeListArray.from_arrays(offsets, joined), pa.scalar("\x1e", pa.large_string()))
+    message = pl.concat_str([pl.element().struct.field("role"), pl.element().struct.field("content")], separator="\x1f")
+    return prompts.list.eval(message).list.join("\x1e")
 
 
 def _heldout_mask(content: _Content, cfg: SubsetsConfig) -> pl.Series:
     """Per row of ``content``: whether its prompt is held out (the rule is in the module docstring)."""
     if cfg.heldout_fraction == 0:
         return pl.Series("heldout", np.zeros(len(content.pair_id), dtype=bool))
-    keys = _prompt_keys(content.prompt).cast(pa.large_binary()).to_pylist()
+    keys = _prompt_keys(pl.Series(content.prompt)).cast(pl.Binary).to_list()
     seed, digest = cfg.seed & 0xFFFF_FFFF_FFFF_FFFF, xxhash.xxh3_64_intdigest
     hashes = np.fromiter((digest(k, seed) for k in keys), dtype=np.uint64, count=len(keys))
     return pl.Series("heldout", hashes < np.uint64(int(cfg.heldout_fraction * 2**64)))

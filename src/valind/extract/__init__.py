@@ -26,7 +26,7 @@ def make_extractor(cfg: ExtractConfig, vocab: Vocabulary, cache_dir: Path) -> Ex
         from valind.extract.embedded import EmbeddedExtractor
 
         return EmbeddedExtractor.from_config(cfg, vocab, cache_dir)
-    mapper = _mapper(cfg, vocab)
+    mapper = _mapper(cfg, vocab, cache_dir)
     if name == "hf":
         from valind.extract.hf import HFExtractor
 
@@ -40,12 +40,12 @@ def make_extractor(cfg: ExtractConfig, vocab: Vocabulary, cache_dir: Path) -> Ex
     return OpenAIExtractor.from_config(cfg, vocab, mapper, cache_dir)
 
 
-def _mapper(cfg: ExtractConfig, vocab: Vocabulary) -> ValueMapper:
+def _mapper(cfg: ExtractConfig, vocab: Vocabulary, cache_dir: Path) -> ValueMapper:
     """Open mode maps free text through the packaged sentence encoder; closed mode needs only names and aliases."""
     if Mode(cfg.mode) is Mode.OPEN:
         from valind.embedding import embedder
 
-        return ValueMapper(vocab, embedder().encode, cfg.map_threshold)
+        return ValueMapper(vocab, embedder(cache_dir).encode, cfg.map_threshold)
     return ValueMapper(vocab)
 
 

@@ -148,7 +148,7 @@ class EmbeddedExtractor:
         self.vocab = vocab
         self.labels = labels
         self.labels_hash = hash_file(labels)
-        self.encoder = embedder()
+        self.encoder = embedder(cache_dir)
         self.featurize = Featurizer(vocab, self.encoder)
         self.params = self._fitted(cache_dir)
         self.threshold = float(self.params["threshold"]) if threshold is None else threshold
