@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from valind.config import Config, validate_config
 from valind.extract.stage import extractor_id, vocabulary
 from valind.schema import PAIR_SCHEMA
-from valind.subsets import heldout_file, run_subsets, suggest
+from valind.subsets import run_subsets, suggest
 from valind.workspace import Workspace, atomic_write_json, hash_file
 
 SOURCES = ("hh-rlhf", "pku-saferlhf", "ultrafeedback")
@@ -144,7 +144,7 @@ def naive(ws: Workspace, config: Config) -> tuple[dict[str, list[tuple[str, bool
 
 
 def written(ws: Workspace, value: str) -> list[tuple[str, bool]]:
-    files = [f for f in (ws.subset_file(value), heldout_file(ws, value)) if f.is_file()]
+    files = [f for f in (ws.subset_file(value), ws.heldout_file(value)) if f.is_file()]
     table = pa.concat_tables([pq.read_table(f, columns=["pair_id", "flipped"]) for f in files])
     return sorted(zip(table["pair_id"].to_pylist(), table["flipped"].to_pylist()))
 

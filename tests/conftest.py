@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests never reach the network: set before any Hugging Face library reads its settings.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# One model cache per test session (converted models, encoder export, fitted classifier, model
+# calls), so tests neither read nor write the user's cache. Set VALIND_CACHE to reuse one.
+os.environ.setdefault("VALIND_CACHE", tempfile.mkdtemp(prefix="valind-test-cache-"))
 
 import gzip
 from collections.abc import Iterable

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from valind.cli import app
@@ -34,10 +35,16 @@ def test_demo_data_is_clean_and_covers_values_on_one_side(tmp_path: Path) -> Non
     assert sides[("empathy", "chosen")] > sides[("empathy", "rejected")]
 
 
+@pytest.mark.slow
 def test_demo_command_runs_and_reruns(tmp_path: Path) -> None:
     runner = CliRunner()
     first = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")])
     assert first.exit_code == 0, first.output
     assert "workspace:" in first.output
-    assert read_json(tmp_path / "demo" / "manifest.json")["config"]["ingest"]["sources"][0]["name"] == "demo"
-    assert "up to date" in runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")]).output
+    manifest = read_json(tmp_path / "demo" / "manifest.json")
+    assert manifest["config"]["ingest"]["sources"][0]["name"] == "demo"
+    assert set(manifest["stages"]) >= {"ingest", "subsets"} and any(s.startswith("extract/embedded-") for s in manifest["stages"])
+    stats = (tmp_path / "demo" / "subsets" / "stats.csv").read_text()
+    assert stats.count("selected") >= 2  # the demo has value subsets to train on
+    second = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")]).output
+    assert second.count("up to date") == 3  # ingest, extract, subsets all skipped

@@ -23,7 +23,7 @@ from valind.extract.base import Item
 from valind.extract.stage import PAIRS_SCHEMA, VALUES_SCHEMA, extractor_id, run_extract, vocabulary
 from valind.ingest import run_ingest
 from valind.schema import PAIR_SCHEMA, pair_id
-from valind.subsets import Reason, format_table, heldout_file, run_subsets, suggest
+from valind.subsets import Reason, format_table, run_subsets, suggest
 from valind.workspace import Workspace, atomic_write_json, hash_file, read_json
 
 
@@ -296,7 +296,7 @@ def test_heldout_split_is_by_prompt_and_stable(tmp_path: Path) -> None:
     assert {r["pair_id"] for r in rows(other_seed.heldout["empathy"])} != {r["pair_id"] for r in rows(result.heldout["empathy"])}
 
     no_split = run_subsets(config(), build(tmp_path / "one", pairs))
-    assert not no_split.heldout and not heldout_file(Workspace(tmp_path / "one"), "empathy").exists()  # stale file removed
+    assert not no_split.heldout and not Workspace(tmp_path / "one").heldout_file("empathy").exists()  # stale file removed
 
 
 # ---------------------------------------------------------------- selection
@@ -329,6 +329,16 @@ def test_selection_criteria_are_each_reported(tmp_path: Path) -> None:
     assert included.selected == ["deception", "violence"]
     assert {c.value: c.reasons for c in included.stats}["empathy"] == (Reason.NOT_INCLUDED,)
     assert sorted(p.name for p in ws.subsets_dir.glob("*.parquet")) == ["deception.parquet", "violence.parquet"]  # stale removed
+
+
+def test_nothing_selected_and_unknown_value_names(tmp_path: Path) -> None:
+    pairs = [*criteria_pairs(), P("odd", "Odd one", "Even one", plus=("not a value",))]
+    result = run_subsets(config(min_pairs=1000), build(tmp_path / "ws", pairs))
+    assert result.selected == [] and result.train == {}
+    assert not list(result.stats_path.parent.glob("*.parquet"))
+    assert result.overlap_path.read_text() == "value_a,value_b,shared\n"
+    assert all(c.reasons == (Reason.TOO_FEW_PAIRS,) for c in result.stats)
+    assert read_json(result.report_path)["unknown_values"] == {"not a value": 1}  # counted, in no subset
 
 
 @pytest.mark.parametrize("setting", ["include", "exclude"])

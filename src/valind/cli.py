@@ -26,7 +26,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# tables need room: when output goes to a file or pipe, lay them out 120 columns wide
+out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -152,10 +153,12 @@ def demo(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path("valind-demo"),
     set_: SetOpt = None,
 ) -> None:
-    """Run the main job on the embedded defaults: the bundled demo data, offline."""
+    """Run the main job on the embedded defaults, offline: ingest the bundled demo pairs, extract values, cut subsets."""
     cfg = validate_config(_load(demo_config_path(), set_), origin=str(demo_config_path()))
     ws = Workspace(workspace)
     _ingest(cfg, ws)
+    _extract(cfg, ws)
+    _subsets(cfg, ws)
     out.print(f"workspace: {ws.root}")
 
 
@@ -209,6 +212,43 @@ def print_extract_summary(report: dict[str, Any], skipped: bool, path: Path) -> 
     if report["unmapped_total"]:
         out.print(f"unmapped free-text values: {report['unmapped_total']:,} (top: {', '.join(report['unmapped_top'])})", soft_wrap=True)
     out.print(f"report: {path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@_friendly_errors
+def subsets(
+    workspace: WorkspaceOpt,
+    suggest: Annotated[bool, typer.Option("--suggest", help="List every value with its counts and whether it meets the criteria; write nothing.")] = False,
+    min_pairs: Annotated[int | None, typer.Option(help="Minimum pairs per value (default 500, as in the study).")] = None,
+    include: Annotated[str | None, typer.Option(help="Comma-separated values to keep (only these).")] = None,
+    exclude: Annotated[str | None, typer.Option(help="Comma-separated values to drop.")] = None,
+    heldout: Annotated[float | None, typer.Option(help="Fraction of prompts held out per value (split by prompt).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Carve one DPO training set per value out of the extracted pairs (subsets/<value>.parquet)."""
+    from valind.subsets import format_table, run_subsets
+    from valind.subsets import suggest as suggest_values
+
+    given = {"subsets.min_pairs": min_pairs, "subsets.heldout_fraction": heldout,
+             "subsets.include": f"[{include}]" if include else None, "subsets.exclude": f"[{exclude}]" if exclude else None}
+    overrides = [*(set_ or []), *(f"{k}={v}" for k, v in given.items() if v is not None)]
+    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    ws = Workspace(workspace)
+    if suggest:
+        out.print(format_table(suggest_values(cfg, ws), title="candidate values ('selected' = meets min_pairs, valence and category)"))
+        return
+    _subsets(cfg, ws)
+
+
+def _subsets(cfg: Config, ws: Workspace) -> None:
+    from valind.subsets import format_table, run_subsets
+
+    with _progress() as progress:
+        result = run_subsets(cfg, ws, _progress_factory(progress))
+    title = "subsets" + (" (up to date, nothing to do)" if result.skipped else "")
+    out.print(format_table(result.stats, title=title))
+    out.print(f"{len(result.selected)} value subsets in {ws.subsets_dir}; table: {result.stats_path}", soft_wrap=True, highlight=False)
 
 
 score_app = typer.Typer(help="Score any responses from a JSONL file (no workspace needed).", no_args_is_help=True)

@@ -405,7 +405,7 @@ def run_subsets(config: Config, ws: Workspace, progress: Progress | None = None)
     inputs = _locate(config, ws)
     key = hash_json({"version": SUBSETS_VERSION, "settings": cfg.model_dump(mode="json"), "extractor": inputs.ext_id,
                      "vocabulary": vocab.fingerprint, "inputs": inputs.fingerprints})
-    report_path, stats_path, overlap_path = _report_path(ws), ws.subsets_dir / "stats.csv", ws.subsets_dir / "overlap.csv"
+    report_path, stats_path, overlap_path = ws.subsets_report, ws.subsets_stats, ws.subsets_overlap
     if ws.stage_done(STAGE, key):
         return _result_from_report(ws, vocab, read_json(report_path), stats_path, overlap_path, report_path)
 
@@ -462,15 +462,6 @@ def format_table(rows: Sequence[Candidate], title: str | None = None) -> Table:
 # ---------------------------------------------------------------- writing
 
 
-def heldout_file(ws: Workspace, value: str) -> Path:
-    """``subsets/<value>.heldout.parquet``, beside the value's training file."""
-    return ws.subset_file(value).with_suffix(".heldout.parquet")
-
-
-def _report_path(ws: Workspace) -> Path:
-    return ws.subsets_dir / "subsets_report.json"
-
-
 def _rel(ws: Workspace, path: Path) -> str:
     return str(path.relative_to(ws.root))
 
@@ -514,7 +505,7 @@ def _write_subsets(
         train[value] = ws.subset_file(value)
         jobs.append((train[value], part.filter(~pl.col("heldout")) if split else part))
         if split:
-            heldout[value] = heldout_file(ws, value)
+            heldout[value] = ws.heldout_file(value)
             jobs.append((heldout[value], part.filter(pl.col("heldout"))))
     update = progress("subsets", len(jobs)) if progress else None
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="subset-writer") as pool:

@@ -7,7 +7,7 @@ This is the only module that builds workspace paths. Layout::
       ingest/<source>.parquet           canonical pairs (see valind.schema)
       ingest/ingest_report.json         rows read / kept / rejected by reason, per source
       extract/<extractor-id>/values.parquet
-      subsets/<value>.parquet, subsets/stats.csv
+      subsets/<value>.parquet (+ <value>.heldout.parquet), stats.csv, overlap.csv, subsets_report.json
       train/<model>/<value>/
       generate/<model>/<suite>.parquet
       evaluate/<model>/<metric>.json
@@ -182,6 +182,21 @@ class Workspace:
 
     def subset_file(self, value: str) -> Path:
         return self.subsets_dir / f"{_slug(value)}.parquet"
+
+    def heldout_file(self, value: str) -> Path:
+        return self.subsets_dir / f"{_slug(value)}.heldout.parquet"
+
+    @property
+    def subsets_stats(self) -> Path:
+        return self.subsets_dir / "stats.csv"
+
+    @property
+    def subsets_overlap(self) -> Path:
+        return self.subsets_dir / "overlap.csv"
+
+    @property
+    def subsets_report(self) -> Path:
+        return self.subsets_dir / "subsets_report.json"
 
     def train_dir(self, model: str, value: str) -> Path:
         return self.root / "train" / _slug(model) / _slug(value)

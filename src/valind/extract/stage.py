@@ -82,6 +82,7 @@ def run_extract(config: Config, ws: Workspace, progress: Progress | None = None)
     stage = f"{STAGE}/{ext_id}"
     if ws.stage_done(stage, key):
         return ExtractResult(True, read_json(report_path), report_path)
+    ws.clear_stage(stage)  # until this run finishes, nothing downstream may trust the old outputs
 
     vocab = vocabulary(cfg)
     items, pair_rows = _collect(ws, inputs)

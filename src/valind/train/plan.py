@@ -28,6 +28,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from valind.errors import ConfigError
 from valind.models import PACKAGED_SMOLLM2, packaged_gguf, resolve_model
 from valind.train.config import Method, TrainConfig
@@ -180,6 +182,9 @@ def plan_cells_for(train: TrainConfig, ws: Workspace, vocabulary: Vocabulary, ca
             f"value {missing[0]!r} has no subset file ({ws.subset_file(missing[0])}); "
             f"values with a subset: {', '.join(available) or 'none (run `valind subsets`)'}"
         )
+    for value in values:
+        if pq.ParquetFile(ws.subset_file(value)).metadata.num_rows == 0:
+            raise ConfigError(f"the subset of {value!r} is empty ({ws.subset_file(value)}); drop it from train.values or rebuild the subsets")
     for spec in train.models:
         check_model_spec(spec, cache_dir)
     if train.accelerate_config is not None and not Path(train.accelerate_config).expanduser().is_file():
@@ -231,3 +236,12 @@ def output_sizes(paths: CellPaths) -> dict[str, int]:
     """Every file the cell wrote (relative path -> bytes), for the DONE marker."""
     files = sorted(p for p in paths.root.rglob("*") if p.is_file() and paths.work not in p.parents and p != paths.done)
     return {str(p.relative_to(paths.root)): p.stat().st_size for p in files}
+
+
+def finished_cell_result(paths: CellPaths, cell: Cell) -> dict[str, Any]:
+    """What a finished cell did, read back from its run_config.json (for cells run in another process)."""
+    saved = read_json(paths.run_config)
+    return {
+        "state": "trained" if cell.method.trains else "written", "seconds": saved["timing"]["seconds"],
+        "reference": saved.get("reference_logps"), "final_log": (saved.get("result") or {}).get("final_log") or {},
+    }
