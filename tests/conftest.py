@@ -24,6 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The session's cache folder ($VALIND_CACHE): each model is converted or built once per test session."""
+    path = Path(os.environ["VALIND_CACHE"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The shared real data sets; tests that need them skip when the folder is absent."""

@@ -36,14 +36,6 @@ def chat(text: str) -> list[Message]:
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's model cache (the same folder as test_models.py's), so models are converted once."""
-    path = tmp_path_factory.getbasetemp() / "valind-model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def tiny_path(model_cache: Path) -> Path:
     return tiny_model(model_cache)
 

@@ -15,14 +15,6 @@ from valind.models import PACKAGED_SMOLLM2, ModelRef, convert_gguf, folder_finge
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the whole session (the same folder in every test module), so each model is converted once."""
-    path = tmp_path_factory.getbasetemp() / "valind-model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
 def smollm2(model_cache: Path) -> ModelRef:
     return resolve_model(PACKAGED_SMOLLM2, model_cache)
 

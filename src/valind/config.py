@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valind.errors import ConfigError
+from valind.train.config import TrainConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIGS_DIR = PACKAGE_DIR / "configs"
@@ -178,6 +179,7 @@ class Config(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest stage settings.")
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Extract stage settings.")
     subsets: SubsetsConfig = Field(default_factory=SubsetsConfig, description="Value subset selection.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Value induction training sweep.")
     cache_dir: str | None = Field(
         None, description="Model-call cache and converted checkpoints; default $VALIND_CACHE or ~/.cache/valind."
     )
