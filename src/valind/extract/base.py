@@ -22,7 +22,6 @@ from enum import StrEnum
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from valind.schema import Message
-from valind.values import Vocabulary
 
 
 class Status(StrEnum):

@@ -31,7 +31,7 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 from openai import APIConnectionError, APIStatusError, APITimeoutError, AsyncOpenAI
@@ -105,7 +105,8 @@ class OpenAIExtractor(ChatExtractor):
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self.request_retries = request_retries
-        self._key = _Secret(api_key or PLACEHOLDER_KEY)
+        self._client = ChatClient(base_url=base_url, api_key=api_key, concurrency=concurrency, timeout_s=timeout_s,
+                                  request_retries=request_retries)
 
     @classmethod
     def from_config(cls, cfg: ExtractConfig, vocab: Vocabulary, mapper: ValueMapper | None,
@@ -138,23 +139,12 @@ class OpenAIExtractor(ChatExtractor):
         """One answer text or CallFailed per conversation, in input order (retry rules: module docstring)."""
         if not conversations:
             return []
-        answers = asyncio.run(self._generate_all(conversations))
+        answers = [r if isinstance(r, CallFailed) else r.text for r in self._client.complete([self._request(m) for m in conversations])]
         failures = [a for a in answers if isinstance(a, CallFailed)]
         if failures:
             log.warning("openai: %d of %d requests to %s failed; first: %s",
                         len(failures), len(answers), self.base_url, failures[0])
         return answers
-
-    async def _generate_all(self, conversations: list[list[Message]]) -> list[str | CallFailed]:
-        gate = asyncio.Semaphore(self.concurrency)
-        async with AsyncOpenAI(base_url=self.base_url, api_key=self._key.value, timeout=self.timeout_s,
-                               max_retries=self.request_retries) as client:
-
-            async def one(messages: list[Message]) -> str | CallFailed:
-                async with gate:
-                    return await self._call(client, messages)
-
-            return list(await asyncio.gather(*(one(m) for m in conversations)))
 
     def _request(self, messages: list[Message]) -> dict[str, Any]:
         request: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": self.max_new_tokens,
@@ -165,11 +155,55 @@ class OpenAIExtractor(ChatExtractor):
             request["response_format"] = self.schema_format.response_format(answer_schema(self.vocab, self.mode))
         return request
 
-    async def _call(self, client: AsyncOpenAI, messages: list[Message]) -> str | CallFailed:
+
+class ChatReply(NamedTuple):
+    """The first choice of a chat completion: its text, ``finish_reason`` (``stop``, ``length``, ...,
+    or None when the server leaves it out) and ``usage.completion_tokens`` (None when absent)."""
+
+    text: str
+    finish_reason: str | None
+    completion_tokens: int | None
+
+
+class ChatClient:
+    """Chat completions from an OpenAI-compatible server: at most ``concurrency`` requests in flight,
+    transport retries inside the ``openai`` client, one ChatReply or CallFailed per request body, in
+    input order (the rules of layer 1 in the module doc). Used by this extractor and by the ``openai``
+    generation backend (``valind.generate.openai_backend``)."""
+
+    def __init__(self, *, base_url: str, api_key: str, concurrency: int = 8, timeout_s: float = 120.0,
+                 request_retries: int = 5) -> None:
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.request_retries = request_retries
+        self._key = _Secret(api_key or PLACEHOLDER_KEY)
+
+    def __repr__(self) -> str:
+        return f"ChatClient(base_url={self.base_url!r}, concurrency={self.concurrency})"
+
+    def complete(self, requests: list[dict[str, Any]]) -> list[ChatReply | CallFailed]:
+        """Send every request body (``model``, ``messages``, ...); the replies in input order."""
+        if not requests:
+            return []
+        return asyncio.run(self._complete_all(requests))
+
+    async def _complete_all(self, requests: list[dict[str, Any]]) -> list[ChatReply | CallFailed]:
+        gate = asyncio.Semaphore(self.concurrency)
+        async with AsyncOpenAI(base_url=self.base_url, api_key=self._key.value, timeout=self.timeout_s,
+                               max_retries=self.request_retries) as client:
+
+            async def one(request: dict[str, Any]) -> ChatReply | CallFailed:
+                async with gate:
+                    return await self._call(client, request)
+
+            return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def _call(self, client: AsyncOpenAI, request: dict[str, Any]) -> ChatReply | CallFailed:
         """One request, retried by the client; a failure that remains is returned, not raised."""
         try:
             # The raw body, parsed here: a malformed one then fails this item only.
-            response = await client.chat.completions.with_raw_response.create(**self._request(messages))
+            response = await client.chat.completions.with_raw_response.create(**request)
         except APITimeoutError:  # a subclass of APIConnectionError: test it first
             return self._failed("timeout", f"no answer within {self.timeout_s:g} s, {1 + self.request_retries} attempts")
         except APIConnectionError as err:
@@ -177,13 +211,14 @@ class OpenAIExtractor(ChatExtractor):
             return self._failed("connection", f"{type(cause).__name__}: {cause}" if cause else err.message)
         except APIStatusError as err:
             return self._failed(f"http {err.status_code}", _ERROR_CODE_PREFIX.sub("", err.message))
-        return self._answer_text(response.content)
+        return self._reply(response.content)
 
-    def _answer_text(self, body: bytes) -> str | CallFailed:
-        """The first choice's message content. An empty string is returned (the parser then asks
+    def _reply(self, body: bytes) -> ChatReply | CallFailed:
+        """The first choice's message content. An empty string is returned (the extractor then asks
         for a repair); a missing or null content is a failed call ("no content")."""
         try:
-            choice = orjson.loads(body)["choices"][0]
+            doc = orjson.loads(body)
+            choice = doc["choices"][0]
             content = choice["message"]["content"]
         except orjson.JSONDecodeError:
             return self._failed("bad response", f"body is not JSON: {body[:120]!r}")
@@ -191,7 +226,10 @@ class OpenAIExtractor(ChatExtractor):
             return self._failed("bad response", f"not a chat completion: {body[:120]!r}")
         if not isinstance(content, str):
             return self._failed("no content", f"finish_reason={choice.get('finish_reason')!r}")
-        return content
+        usage = doc.get("usage") if isinstance(doc, dict) else None
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        reason = choice.get("finish_reason")
+        return ChatReply(content, reason if isinstance(reason, str) else None, tokens if isinstance(tokens, int) else None)
 
     def _failed(self, kind: str, detail: str) -> CallFailed:
         # Scrub before cutting, so that no cut-off piece of the key survives.

@@ -63,14 +63,15 @@ def system_prompt(vocab: Vocabulary, mode: Mode) -> str:
     return _TASK + choose + _FORMAT
 
 
-def _safe_json(obj: Any) -> str:
+def safe_json(obj: Any) -> str:
+    """JSON with <, > and & escaped, so the text cannot close or open a tag around it."""
     text = orjson.dumps(obj).decode()
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def user_message(prompt: Sequence[Message], response: str) -> str:
     data = {"conversation": [{"role": m["role"], "content": m["content"]} for m in prompt], "response": response}
-    return f"<conversation>\n{_safe_json(data)}\n</conversation>\nWhich values does the response express? Answer in JSON."
+    return f"<conversation>\n{safe_json(data)}\n</conversation>\nWhich values does the response express? Answer in JSON."
 
 
 def render(vocab: Vocabulary, mode: Mode, prompt: Sequence[Message], response: str) -> list[Message]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from valind.cache import Cache
 from valind.config import Config

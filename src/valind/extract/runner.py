@@ -1,11 +1,4 @@
-"""Run items through an extractor with the cache: each unique unit once, saved batch by batch.
-
-A unit is the response text (plus the conversation when the extractor reads it). Units found in
-the cache are reused without a model call; the rest go to the extractor in batches of
-``batch_size``, and each batch's successful results are written to the cache before the next
-batch starts, so a run that is killed resumes where it stopped. Failures are returned with
-their status and raw text and are never cached, so a re-run retries exactly them.
-"""
+"""Run items through an extractor with the cache (valind.batch): each unique unit once, resumable."""
 
 from __future__ import annotations
 
@@ -13,19 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-import xxhash
-
+from valind.batch import run_cached, unit_id
 from valind.cache import Cache
 from valind.extract.base import Extraction, Extractor, Item
 
 NAMESPACE = "extract"
-
-
-def unit_id(item: Item, uses_prompt: bool) -> str:
-    """32 hex chars identifying what the extractor sees of an item."""
-    payload = [item.prompt, item.response] if uses_prompt else item.response
-    return xxhash.xxh3_128_hexdigest(orjson.dumps(payload))
+__all__ = ["NAMESPACE", "RunStats", "run_extraction", "unit_id"]
 
 
 @dataclass
@@ -48,32 +34,13 @@ def run_extraction(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Extraction], list[str], RunStats]:
     """(results by unit id, the unit id of each item in order, counts); ``progress(done, total)`` in units."""
-    identity = extractor.identity()
-    ids = [unit_id(it, extractor.uses_prompt) for it in items]
-    units: dict[str, Item] = {}
-    for uid, it in zip(ids, items):
-        units.setdefault(uid, it)
-    keys = {uid: Cache.key(identity, uid) for uid in units}
-    cached = cache.get_many(NAMESPACE, list(keys.values()))
-    results: dict[str, Extraction] = {uid: Extraction.from_json(cached[k]) for uid, k in keys.items() if k in cached}
-    stats = RunStats(items=len(items), unique=len(units), reused=len(results))
-    todo = [uid for uid in units if uid not in results]
-    if progress:
-        progress(len(results), len(units))
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start:start + batch_size]
-        out = extractor.extract([units[uid] for uid in batch])
-        if len(out) != len(batch):
-            raise RuntimeError(f"{extractor.name} returned {len(out)} results for {len(batch)} items")
-        good = {}
-        for uid, res in zip(batch, out):
-            results[uid] = res
-            if res.ok:
-                good[keys[uid]] = res.to_json()
-            else:
-                stats.failed[res.status.value] = stats.failed.get(res.status.value, 0) + 1
-        cache.put_many(NAMESPACE, good)
-        stats.computed += len(batch)
-        if progress:
-            progress(len(results), len(units))
-    return results, ids, stats
+    run = run_cached(
+        extractor.extract, items, identity=extractor.identity(), uses_prompt=extractor.uses_prompt,
+        namespace=NAMESPACE, cache=cache, batch_size=batch_size, encode=Extraction.to_json,
+        decode=Extraction.from_json, ok=lambda r: r.ok, name=extractor.name, progress=progress,
+    )
+    stats = RunStats(items=len(items), unique=len(run.results), reused=run.reused, computed=run.computed)
+    for res in run.results.values():
+        if not res.ok:
+            stats.failed[res.status.value] = stats.failed.get(res.status.value, 0) + 1
+    return run.results, run.ids, stats

@@ -10,6 +10,7 @@ backend has scores). Lines keep their order. A line that is not a JSON object, l
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,28 +56,43 @@ def parse_line(number: int, line: bytes) -> tuple[dict[str, Any], Item]:
     return record, Item(prompt, response)
 
 
-def score_values_file(config: Config, input_path: Path, output_path: Path, *, lenient: bool,
-                      progress: Progress | None = None) -> dict[str, int]:
-    if not input_path.is_file():
-        raise InputError("no such file", file=str(input_path))
-    records: list[dict[str, Any]] = []
-    items: list[Item] = []
-    slots: list[int | None] = []  # index into items, or None for a bad line
-    for number, line in enumerate(input_path.read_bytes().splitlines(), 1):
+@dataclass
+class ResponseLines:
+    """A response JSONL file read for scoring: every line's record (a bad line in lenient mode becomes
+    ``{"line": N, "error": ...}``), and for each record the index of its Item (None for a bad line)."""
+
+    records: list[dict[str, Any]]
+    slots: list[int | None]
+    items: list[Item]
+    numbers: list[int]  # the line number of each item
+
+
+def read_response_lines(path: Path, lenient: bool) -> ResponseLines:
+    if not path.is_file():
+        raise InputError("no such file", file=str(path))
+    lines = ResponseLines([], [], [], [])
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
             record, item = parse_line(number, line)
         except InputError as err:
             if not lenient:
-                raise err.in_file(str(input_path)) from None
-            records.append({"line": number, "error": str(err)})
-            slots.append(None)
+                raise err.in_file(str(path)) from None
+            lines.records.append({"line": number, "error": str(err)})
+            lines.slots.append(None)
             continue
-        records.append(record)
-        slots.append(len(items))
-        items.append(item)
+        lines.records.append(record)
+        lines.slots.append(len(lines.items))
+        lines.items.append(item)
+        lines.numbers.append(number)
+    return lines
 
+
+def score_values_file(config: Config, input_path: Path, output_path: Path, *, lenient: bool,
+                      progress: Progress | None = None) -> dict[str, int]:
+    lines = read_response_lines(input_path, lenient)
+    records, slots, items = lines.records, lines.slots, lines.items
     cfg = config.extract
     extractor = make_extractor(cfg, vocabulary(cfg), config.resolved_cache_dir())
     bar: list[Callable[[int], None]] = []
@@ -102,7 +118,7 @@ def score_values_file(config: Config, input_path: Path, output_path: Path, *, le
                     record["error"] = f"extraction failed ({res.status.value}): {res.error}"
                 else:
                     raise InputError(f"extraction failed ({res.status.value}): {res.error}", file=str(input_path),
-                                     location=f"item {slot + 1}", field="response")
+                                     location=f"line {lines.numbers[slot]}", field="response")
             errors += "error" in record
             f.write(orjson.dumps(record) + b"\n")
     return {"lines": len(records), "reused": stats.reused, "errors": errors}

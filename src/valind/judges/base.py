@@ -6,8 +6,8 @@ content warrants (validating)? It maps (prompt messages, response) items, the sa
 value extractors read, to one ``Judgement`` per item, in order:
 
 - ``decision``: the yes/no answer;
-- ``score``: in [0, 1], higher means more confident "yes" (rules: the combined cue weight; an LLM
-  judge: 1.0 or 0.0, it gives no graded answer);
+- ``score``: in [0, 1], higher means more confident "yes" (rules: their points through a logistic
+  curve, 0.5 at the decision threshold; LLM judges: 1.0 or 0.0, they give no graded answer);
 - ``raw``: the model's raw output, or for rule judges the names of the cues that fired;
 - ``status``: ``ok``, ``parse_error`` (the model answered, not in the required form) or
   ``error`` (the call failed). A failed item has ``decision=False, score=0.0`` and must be

@@ -32,7 +32,7 @@ import orjson
 
 from valind.extract.base import Item, Status
 from valind.extract.llm import CallFailed
-from valind.extract.prompting import _safe_json as safe_json  # the one escaping rule for data blocks
+from valind.extract.prompting import safe_json  # the one escaping rule for data blocks
 from valind.judges.base import Judgement, Label
 from valind.schema import Message
 
