@@ -183,7 +183,6 @@ def extract(
     set_: SetOpt = None,
 ) -> None:
     """Find the values every chosen and rejected response expresses (extract/<extractor-id>/)."""
-    from valind.extract.stage import run_extract
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
     cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
@@ -227,7 +226,7 @@ def subsets(
     set_: SetOpt = None,
 ) -> None:
     """Carve one DPO training set per value out of the extracted pairs (subsets/<value>.parquet)."""
-    from valind.subsets import format_table, run_subsets
+    from valind.subsets import format_table
     from valind.subsets import suggest as suggest_values
 
     given = {"subsets.min_pairs": min_pairs, "subsets.heldout_fraction": heldout,
@@ -306,6 +305,90 @@ def score_quality(
         out.print(f"{result['failed']} responses failed extraction and count as predicting nothing")
     if json_out:
         atomic_write_json(json_out, result)
+
+
+JudgeOpt = Annotated[str, typer.Option("--judge", "-j", help="rules (offline default), llm (a chat model as judge: set -e/-m), fake.")]
+
+
+def _judges(labels: list[str], judge: str, cfg: Config) -> list[Any]:
+    """One judge per label; an llm judge talks to the extractor backend the options name (json_schema off)."""
+    from valind.judges import make_judge
+
+    options: dict[str, Any] = {}
+    if judge == "llm":
+        from valind.extract import make_extractor
+        from valind.extract.stage import vocabulary
+
+        ecfg = cfg.extract.model_copy(update={"json_schema": False})
+        options["backend"] = make_extractor(ecfg, vocabulary(ecfg), cfg.resolved_cache_dir())
+    return [make_judge(label, judge, **options) for label in labels]
+
+
+def _score_with_judges(labels: list[str], input: Path, output: Path, judge: str, lenient: bool,
+                       extractor: str | None, model: str | None, base_url: str | None, config: Path | None,
+                       set_: list[str] | None) -> None:
+    from valind.cache import Cache
+    from valind.judges.base import Label
+    from valind.judges.score import score_file
+
+    overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
+    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    judges = dict(zip((Label(l) for l in labels), _judges(labels, judge, cfg)))
+    with Cache(cfg.resolved_cache_dir() / "calls.sqlite") as cache, _progress() as progress:
+        summary = score_file(judges, input, output, lenient, cache=cache, progress=_progress_factory(progress))
+    out.print(f"{summary['lines']:,} lines scored ({summary['reused']:,} from cache, {summary['errors']:,} errors) -> {output}",
+              highlight=False)
+
+
+InputArg = Annotated[Path, typer.Argument(help="JSONL: each line has 'response' and optionally 'prompt' (string or chat messages).")]
+LenientOpt = Annotated[bool, typer.Option("--lenient", help="Write an 'error' field for a bad line instead of stopping.")]
+
+
+@score_app.command("refusal")
+@_friendly_errors
+def score_refusal(
+    input: InputArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL: each input line plus 'refusal' and 'refusal_score'.")],
+    judge: JudgeOpt = "rules",
+    extractor: ExtractorOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    lenient: LenientOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Does each response refuse? (full and partial refusals count; see docs/judges.md)."""
+    _score_with_judges(["refusal"], input, output, judge, lenient, extractor, model, base_url, config, set_)
+
+
+@score_app.command("anthropomorphism")
+@_friendly_errors
+def score_anthropomorphism(
+    input: InputArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL: each input line plus 'anthropomorphic', 'validating' and their scores.")],
+    judge: JudgeOpt = "rules",
+    extractor: ExtractorOpt = None,
+    model: ModelOpt = None,
+    base_url: BaseUrlOpt = None,
+    lenient: LenientOpt = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Anthropomorphic (human-like self-presentation) and validating (unwarranted praise or agreement) language."""
+    _score_with_judges(["anthropomorphic", "validating"], input, output, judge, lenient, extractor, model, base_url, config, set_)
+
+
+@score_app.command("judges-check")
+@_friendly_errors
+def score_judges_check(
+    shared_dir: Annotated[Path, typer.Option(help="Folder with xstest/labelled_completions/.")] = Path("../shared/data"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the figures as JSON here.")] = None,
+) -> None:
+    """Accuracy of the offline judges on human-labelled data (XSTest completions; the anthro eval set)."""
+    from valind.judges.validate import main as validate_main
+
+    argv = ["--shared-dir", str(shared_dir), *(["--json", str(json_out)] if json_out else [])]
+    raise typer.Exit(validate_main(argv))
 
 
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``
