@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,11 @@ from valind.config import Config, apply_overrides, demo_config_path, load_config
 from valind.errors import ValindError
 from valind.ingest import run_ingest
 from valind.workspace import Workspace, read_json
+
+# Library progress bars and info logs (weight loading, conversion) would bury the stage summaries.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 app = typer.Typer(
     name="valind",
@@ -153,12 +159,15 @@ def demo(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path("valind-demo"),
     set_: SetOpt = None,
 ) -> None:
-    """Run the main job on the embedded defaults, offline: ingest the bundled demo pairs, extract values, cut subsets."""
+    """Run the main job on the embedded defaults, offline: demo pairs -> values -> subsets -> DPO -> answers -> metrics."""
     cfg = validate_config(_load(demo_config_path(), set_), origin=str(demo_config_path()))
     ws = Workspace(workspace)
     _ingest(cfg, ws)
     _extract(cfg, ws)
     _subsets(cfg, ws)
+    _train(cfg, ws)
+    _generate(cfg, ws)
+    _evaluate(cfg, ws)
     out.print(f"workspace: {ws.root}")
 
 
@@ -248,6 +257,90 @@ def _subsets(cfg: Config, ws: Workspace) -> None:
     title = "subsets" + (" (up to date, nothing to do)" if result.skipped else "")
     out.print(format_table(result.stats, title=title))
     out.print(f"{len(result.selected)} value subsets in {ws.subsets_dir}; table: {result.stats_path}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@_friendly_errors
+def train(
+    workspace: WorkspaceOpt,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the cells, which are done, and the work estimate; train nothing.")] = False,
+    executor: Annotated[str | None, typer.Option(help="local (default, one cell after another) or slurm (a submitit job array).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Induce each value into each model: DPO, DPO + system prompt, SFT or a system prompt (train/)."""
+    overrides = [*(set_ or []), *([f"train.executor={executor}"] if executor else [])]
+    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    _train(cfg, Workspace(workspace), dry_run)
+
+
+def _train(cfg: Config, ws: Workspace, dry_run: bool = False) -> None:
+    from valind.train import format_plan, run_train
+
+    with _progress() as progress:
+        result = run_train(cfg, ws, dry_run=dry_run, progress=_progress_factory(progress))
+    out.print(format_plan(result))
+    if result.reference.get("sequences"):
+        ref = result.reference
+        out.print(f"reference log-probs: {ref['sequences']:,} sequences, {ref['computed']:,} computed, "
+                  f"{ref['from_cache']:,} from the cache (forward passes saved)", highlight=False)
+    if result.failed:
+        raise ValindError(f"{len(result.failed)} training cell(s) failed; see {result.summary_path}")
+
+
+@app.command()
+@_friendly_errors
+def generate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Answers of every model cell (base and trained) to the prompt suites (generate/<cell>/<suite>.parquet)."""
+    cfg = validate_config(_load(config, set_, workspace), origin=str(config) if config else "workspace config")
+    _generate(cfg, Workspace(workspace))
+
+
+def _generate(cfg: Config, ws: Workspace) -> None:
+    from valind.generate import run_generate
+
+    with _progress() as progress:
+        result = run_generate(cfg, ws, _progress_factory(progress))
+    s = result.summary()
+    title = "generate" + (" (up to date, nothing to do)" if result.skipped else "")
+    table = Table(title=title, title_justify="left")
+    for col in ("cells", "files", "answers", "model calls", "reused from cache", "failed"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{n:,}" for n in (s["cells"], s["files"], s["rows"], s["model_calls"], s["reused_from_cache"], s["failed"])))
+    out.print(table)
+    for nf in result.not_finished:
+        out.print(f"left out (training not finished, {nf.state}): {nf.train_id}", highlight=False)
+
+
+@app.command()
+@_friendly_errors
+def evaluate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Crosstalk, refusal, over-refusal, anthropomorphic / validating language and QA per model (evaluate/)."""
+    cfg = validate_config(_load(config, set_, workspace), origin=str(config) if config else "workspace config")
+    _evaluate(cfg, Workspace(workspace))
+
+
+def _evaluate(cfg: Config, ws: Workspace) -> None:
+    from valind.evaluate import run_evaluate
+
+    with _progress() as progress:
+        result = run_evaluate(cfg, ws, _progress_factory(progress))
+    table = Table(title="evaluate" + (" (up to date, nothing to do)" if result.skipped else ""), title_justify="left")
+    for col in ("cell", "refusal", "over-refusal", "anthropomorphic", "validating"):
+        table.add_column(col)
+    for label, m in result.summary["cells"].items():
+        table.add_row(label, *(_fmt_rate(m.get(k)) for k in ("refusal", "over_refusal", "anthropomorphic", "validating")))
+    out.print(table)
+    for group, ct in result.summary["crosstalk"].items():
+        significant = [c for c in ct["cells"] if c["significant"]]
+        out.print(f"crosstalk {group}: {len(significant)} of {len(ct['cells'])} cells significant (q < {cfg.evaluate.alpha})", highlight=False)
+    out.print(f"summary: {result.summary_path}", soft_wrap=True, highlight=False)
+
+
+def _fmt_rate(m: dict[str, Any] | None) -> str:
+    if not m or m.get("rate") is None:
+        return "-"
+    return f"{m['rate']:.2f} [{m['low']:.2f}, {m['high']:.2f}] n={m['n']}"
 
 
 score_app = typer.Typer(help="Score any responses from a JSONL file (no workspace needed).", no_args_is_help=True)

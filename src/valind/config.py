@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valind.errors import ConfigError
+from valind.generate.config import GenerateConfig
 from valind.train.config import TrainConfig
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -173,6 +174,34 @@ class SubsetsConfig(_Strict):
         return v
 
 
+class EvaluateConfig(_Strict):
+    """How generations are judged and compared with the un-induced model (see valind.evaluate)."""
+
+    refusal_judge: str = Field("rules", description="Refusal judge: rules (offline default), llm (uses the extract backend settings), fake.")
+    anthro_judge: str = Field("rules", description="Anthropomorphic / validating judge: rules, llm, fake.")
+    alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level for Benjamini-Hochberg adjusted p-values.")
+    fdr_scope: str = Field("matrix", description="Benjamini-Hochberg family: 'matrix' (every crosstalk cell) or 'row' (per induced model).")
+    n_boot: int = Field(2000, ge=100, description="Paired bootstrap replicates for the confidence interval of each change.")
+    seed: int = Field(0, description="Seed of the bootstrap and permutation draws.")
+    qa_tasks: list[str] = Field(
+        default_factory=lambda: ["truthfulqa_local_mc"],
+        description="lm-evaluation-harness tasks (standard names such as mmlu, arc_challenge need the Hub; "
+        "truthfulqa_local_mc reads qa_data). Empty: no QA.",
+    )
+    qa_data: str | None = Field(
+        None, description="TruthfulQA.csv for truthfulqa_local_mc; default ../shared/data/truthfulqa/TruthfulQA.csv beside the project if present."
+    )
+    qa_limit: int | None = Field(100, ge=1, description="Questions per QA task (None: all).")
+    qa_num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples per QA question (None: each task's default).")
+
+    @field_validator("fdr_scope")
+    @classmethod
+    def _scope(cls, v: str) -> str:
+        if v not in ("matrix", "row"):
+            raise ValueError("must be 'matrix' or 'row'")
+        return v
+
+
 class Config(_Strict):
     """The whole run configuration."""
 
@@ -180,6 +209,8 @@ class Config(_Strict):
     extract: ExtractConfig = Field(default_factory=ExtractConfig, description="Extract stage settings.")
     subsets: SubsetsConfig = Field(default_factory=SubsetsConfig, description="Value subset selection.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Value induction training sweep.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Answers of every model to the prompt suites.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Judging and comparing the answers.")
     cache_dir: str | None = Field(
         None, description="Model-call cache and converted checkpoints; default $VALIND_CACHE or ~/.cache/valind."
     )
