@@ -100,6 +100,9 @@ class TrainConfig(BaseModel):
         default_factory=lambda: ["smollm2-135m-instruct"],
         description="(key) Base models: 'smollm2-135m-instruct' (packaged, offline), a local checkpoint folder, or a Hub name.",
     )
+    model_revisions: dict[str, str] = Field(
+        default_factory=dict, description="(key) Hub revision (commit or tag) per Hub model spec, e.g. {meta-llama/Meta-Llama-3-8B-Instruct: 5f0b02c}; pin them for reproducible runs and caches."
+    )
     values: list[str] = Field(
         default_factory=list, description="(key) Values to induce, each needs subsets/<value>.parquet; empty: every value with a subset file."
     )
@@ -223,6 +226,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:
+        stray = sorted(set(self.model_revisions) - set(self.models))
+        if stray:
+            raise ValueError(f"model_revisions names {stray[0]!r}, which is not in models")
         if self.executor is Executor.SLURM and self.slurm.gpus_per_node > 1 and self.accelerate_config is None:
             raise ValueError("slurm.gpus_per_node > 1 needs accelerate_config (e.g. valind/configs/accelerate_fsdp.yaml): a plain process uses one GPU")
         return self

@@ -162,12 +162,12 @@ def render_system_prompt(template: str, value: str, vocabulary: Vocabulary) -> s
     return template.format(value=entry.name, definition=entry.definition)
 
 
-def check_model_spec(spec: str, cache_dir: Path) -> None:
+def check_model_spec(spec: str, cache_dir: Path, revision: str | None) -> None:
     """Fail early, without loading or converting anything, on a model spec that cannot work."""
-    if spec == PACKAGED_SMOLLM2:
+    if spec == PACKAGED_SMOLLM2 and revision is None:
         packaged_gguf()
     else:
-        resolve_model(spec, cache_dir)  # local folders: must hold a config.json; Hub names are not looked up
+        resolve_model(spec, cache_dir, revision)  # local folders: must hold a config.json; Hub names are not looked up
 
 
 def plan_cells_for(train: TrainConfig, ws: Workspace, vocabulary: Vocabulary, cache_dir: Path) -> list[Cell]:
@@ -186,7 +186,7 @@ def plan_cells_for(train: TrainConfig, ws: Workspace, vocabulary: Vocabulary, ca
         if pq.ParquetFile(ws.subset_file(value)).metadata.num_rows == 0:
             raise ConfigError(f"the subset of {value!r} is empty ({ws.subset_file(value)}); drop it from train.values or rebuild the subsets")
     for spec in train.models:
-        check_model_spec(spec, cache_dir)
+        check_model_spec(spec, cache_dir, train.model_revisions.get(spec))
     if train.accelerate_config is not None and not Path(train.accelerate_config).expanduser().is_file():
         raise ConfigError(f"accelerate_config file not found: {train.accelerate_config}")
 

@@ -31,9 +31,16 @@ from transformers import TrainerCallback
 
 from valind.cache import Cache
 from valind.models import ModelRef, resolve_model
-from valind.train.config import Method, TrainConfig
+from valind.train.config import TrainConfig
 from valind.train.data import dpo_rows, read_subset, sft_rows
-from valind.train.plan import Cell, CellPaths, CellState, cell_paths, cell_state, output_sizes
+from valind.train.plan import (
+    Cell,
+    CellPaths,
+    CellState,
+    cell_paths,
+    cell_state,
+    output_sizes,
+)
 from valind.workspace import Workspace, atomic_write_json, hash_file, package_versions
 
 log = logging.getLogger(__name__)
@@ -78,16 +85,25 @@ class Hardware:
 
 def run_cell(cell: Cell, train: TrainConfig, ws: Workspace, cache_dir: Path, key: str, progress: Progress | None = None) -> CellResult:
     """Run one cell unless it is already done with this ``key`` (see ``valind.train.plan.cell_key``)."""
+    from accelerate import PartialState
+
+    process = PartialState()  # under `accelerate launch` every process runs this; process 0 writes the files
     paths = cell_paths(ws, cell)
     state = cell_state(paths, key)
     if state is CellState.DONE:
         return CellResult(cell.id, "skipped")
-    _clear(paths, keep_checkpoints=state is CellState.PARTIAL and train.checkpoint_steps is not None, key=key)
+    if process.is_main_process:
+        _clear(paths, keep_checkpoints=state is CellState.PARTIAL and train.checkpoint_steps is not None, key=key)
+        paths.work.mkdir(parents=True, exist_ok=True)
+        (paths.work / KEY_FILE).write_text(key)
+    process.wait_for_everyone()
     started = time.time()
-    model = resolve_model(cell.model, cache_dir)
+    model = resolve_model(cell.model, cache_dir, train.model_revisions.get(cell.model))
     if not cell.method.trains:
-        _write_run_config(paths, cell, train, key, model, started, extra={"artifact": {"kind": "none", "path": None}})
-        _write_done(paths, key, cell)
+        if process.is_main_process:
+            _write_run_config(paths, cell, train, key, model, started, extra={"artifact": {"kind": "none", "path": None}})
+            shutil.rmtree(paths.work)
+            _write_done(paths, key, cell)
         return CellResult(cell.id, "written", time.time() - started)
     return _train(cell, train, ws, cache_dir, key, model, paths, started, progress)
 
@@ -135,9 +151,7 @@ def _train(
     subset = ws.subset_file(cell.value)
     pairs = read_subset(subset, train.max_pairs)
     tokenizer = AutoTokenizer.from_pretrained(model.path_or_name, revision=model.revision)
-    paths.work.mkdir(parents=True, exist_ok=True)
-    (paths.work / KEY_FILE).write_text(key)
-    logger = _JsonlLog(paths.train_log.with_name(paths.train_log.name + ".partial"), cell.id, progress)
+    logger = _JsonlLog(paths.work / (paths.train_log.name + ".partial"), cell.id, progress)  # in work/: kept for a resume
 
     with Cache(cache_dir / CACHE_FILE) as cache, _quiet_datasets():
         if cell.method.is_preference:
@@ -168,6 +182,7 @@ def _train(
                      "example_input": example},  # the first training prompt as the model saw it (chat template applied)
             "hardware": hw.__dict__,
             "reference_logps": reference,
+            "resumed_from": Path(last).name if last else None,
             "trl_args": orjson.loads(trainer.args.to_json_string()),
             "result": {"final_log": logger.last_step, "summary": logger.summary},
         }
@@ -283,12 +298,19 @@ class _JsonlLog(TrainerCallback):
         self.update: Callable[[int], None] | None = None
         self.last_step: dict[str, Any] = {}
         self.summary: dict[str, Any] = {}
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_bytes(b"")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None and state.is_world_process_zero:
+        if not state.is_world_process_zero:
+            return
+        self._keep_until(state.global_step)
+        if self.progress is not None:
             self.update = self.progress(f"train {self.cell_id}", state.max_steps)
+
+    def _keep_until(self, step: int) -> None:
+        """Start the log, keeping the lines up to ``step`` that a killed run wrote (0 unless resuming a checkpoint)."""
+        lines = self.partial.read_bytes().splitlines() if self.partial.exists() else []
+        kept = [line for line in lines if orjson.loads(line)["step"] <= step]
+        self.partial.write_bytes(b"".join(line + b"\n" for line in kept))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.update is not None:

@@ -163,7 +163,7 @@ def run_train(config: Config, ws: Workspace, dry_run: bool = False, progress: Pr
 
 def _reports(cells: list[Cell], train: TrainConfig, ws: Workspace, cache_dir: Path) -> list[CellReport]:
     """Each cell with its key and state; every model is resolved once, every subset hashed once."""
-    identities = {spec: resolve_model(spec, cache_dir).identity for spec in dict.fromkeys(c.model for c in cells)}
+    identities = {spec: resolve_model(spec, cache_dir, train.model_revisions.get(spec)).identity for spec in dict.fromkeys(c.model for c in cells)}
     fingerprints = {v: hash_file(ws.subset_file(v)) for v in dict.fromkeys(c.value for c in cells)}
     reports = []
     for cell in cells:
@@ -188,7 +188,7 @@ def _run_local(todo: list[CellReport], train: TrainConfig, ws: Workspace, cache_
                 result = run_cell(report.cell, train, ws, cache_dir, report.key, progress)
                 _fill(report, {"state": result.state, "seconds": result.seconds, "reference": result.reference,
                                "final_log": result.final_log})
-        except Exception as err:  # one failed cell must not stop the sweep; it is reported and the stage fails
+        except Exception as err:  # noqa: BLE001 - one failed cell must not stop the sweep; it is reported and the stage fails
             report.outcome, report.error = "failed", f"{type(err).__name__}: {err}"
             log.error("cell %s failed:\n%s", report.cell.id, traceback.format_exc())
         if update:
@@ -236,7 +236,7 @@ def _run_slurm(todo: list[CellReport], train: TrainConfig, ws: Workspace) -> lis
             continue
         try:
             result = job.result()
-        except Exception as err:  # a failed task (raised, killed, timed out); submitit re-raises its error here
+        except Exception as err:  # noqa: BLE001 - a failed task (raised, killed, timed out): submitit re-raises its error here
             report.outcome, report.error = "failed", f"job {job.job_id}: {type(err).__name__}: {err}"
             continue
         _fill(report, result)
@@ -258,7 +258,7 @@ def _estimate(reports: list[CellReport], train: TrainConfig, ws: Workspace, cach
         if not cell.method.trains:
             continue
         if cell.model not in tokenizers:
-            ref = resolve_model(cell.model, cache_dir)
+            ref = resolve_model(cell.model, cache_dir, train.model_revisions.get(cell.model))
             tokenizers[cell.model] = AutoTokenizer.from_pretrained(ref.path_or_name, revision=ref.revision)
         slot = (cell.model, cell.value, cell.system_prompt)
         if slot not in means:
