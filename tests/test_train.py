@@ -480,6 +480,22 @@ def test_slurm_executor_with_submitit_local_processes(tmp_path: Path, tiny: str)
     assert any((ws.root / "train" / "slurm").rglob("*_log.out"))
 
 
+@pytest.mark.slow
+def test_accelerate_config_runs_each_cell_under_accelerate_launch(tmp_path: Path, tiny: str) -> None:
+    """The multi-GPU path (`accelerate launch -m valind.train.cell`), here with a one-process CPU accelerate config."""
+    accelerate_config = tmp_path / "cpu.yaml"
+    accelerate_config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nmixed_precision: 'no'\nnum_machines: 1\n"
+        "num_processes: 1\nmachine_rank: 0\nuse_cpu: true\n"
+    )
+    ws = workspace(tmp_path, {"empathy": slice(0, 4)})
+    cfg = config(tmp_path, [tiny], methods=["dpo"], learning_rate=0.0, accelerate_config=str(accelerate_config))
+    result = run_train(cfg, ws)
+    assert [r.outcome for r in result.cells] == ["trained"]
+    assert result.cells[0].final_log["loss"] == pytest.approx(LN2, abs=1e-5)
+    assert result.cells[0].reference == {"pairs": 4, "sequences": 8, "computed": 8, "from_cache": 0}
+
+
 # ---------------------------------------------------------------- the real model
 
 

@@ -241,11 +241,36 @@ def validate_config(data: dict[str, Any], origin: str = "config") -> Config:
 
 
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> None:
-    for src in (data.get("ingest") or {}).get("sources") or []:
-        if isinstance(src, dict) and isinstance(src.get("path"), str):
-            candidate = base / src["path"]
-            if not Path(src["path"]).is_absolute() and candidate.exists():
-                src["path"] = str(candidate.resolve())
+    """Make every relative file path of a YAML config relative to the file's folder (when that file exists)."""
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute() and (base / value).exists():
+            return str((base / value).resolve())
+        return value
+
+    def section(name: str) -> dict[str, Any]:
+        sec = data.get(name)
+        return sec if isinstance(sec, dict) else {}
+
+    for src in section("ingest").get("sources") or []:
+        if isinstance(src, dict):
+            src["path"] = resolve(src.get("path"))
+    for key in ("vocabulary", "labels"):
+        if key in section("extract"):
+            section("extract")[key] = resolve(section("extract")[key])
+    if "qa_data" in section("evaluate"):
+        section("evaluate")["qa_data"] = resolve(section("evaluate")["qa_data"])
+    generate = section("generate")
+    files = generate.get("suite_files")
+    if isinstance(files, dict):
+        generate["suite_files"] = {k: resolve(v) for k, v in files.items()}
+    sources = generate.get("sources")
+    if isinstance(sources, dict):
+        for name, src in sources.items():
+            if isinstance(src, dict):
+                src["path"] = resolve(src.get("path"))
+            else:
+                sources[name] = resolve(src)
 
 
 def load_config_data(path: str | Path) -> dict[str, Any]:
