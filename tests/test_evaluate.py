@@ -58,3 +58,41 @@ def test_cell_metrics_rates_with_intervals_and_missing_counts() -> None:
     assert metrics["refusal"]["n"] == 9 and metrics["refusal"]["missing"] == 1 and metrics["refusal"]["k"] == 4
     assert metrics["refusal"]["low"] < metrics["refusal"]["rate"] < metrics["refusal"]["high"]
     assert metrics["over_refusal"]["k"] == 0
+
+
+def test_full_chain_with_fake_backends(tmp_path, model_cache) -> None:  # type: ignore[no-untyped-def]
+    """ingest -> extract -> subsets -> train (system method) -> generate -> evaluate, with fakes where a model would be."""
+    from valind.config import demo_config_path, load_config
+    from valind.evaluate import run_evaluate
+    from valind.extract.stage import run_extract
+    from valind.generate import run_generate
+    from valind.ingest import run_ingest
+    from valind.models import tiny_model
+    from valind.subsets import run_subsets
+    from valind.train import run_train
+    from valind.workspace import Workspace
+
+    cfg = load_config(demo_config_path(), [
+        "extract.extractor=fake", "subsets.min_pairs=1", f"train.models=[{tiny_model(model_cache)}]",
+        "train.values=[empathy]", "train.methods=[system]", "generate.backend=fake", "generate.max_prompts_per_suite=12",
+        "evaluate.qa_tasks=[]", "evaluate.n_boot=200",
+    ])
+    ws = Workspace(tmp_path / "ws")
+    run_ingest(cfg, ws)
+    run_extract(cfg, ws)
+    run_subsets(cfg, ws)
+    run_train(cfg, ws)
+    run_generate(cfg, ws)
+    result = run_evaluate(cfg, ws)
+    summary = result.summary
+    assert len(summary["cells"]) == 2  # the base model and the empathy cell
+    (group,) = summary["crosstalk"]
+    cells = {(c["induced"], c["expressed"]): c for c in summary["crosstalk"][group]["cells"]}
+    target = cells[("empathy", "empathy")]
+    # the fake generator writes the cell label (which names the value) into every answer
+    assert target["is_target"] and target["change"] > 0.5 and target["significant"]
+    assert set(summary["judged_changes"]) >= {f"refusal | {cfg.train.models[0]}", f"anthropomorphic | {cfg.train.models[0]}"}
+    for label in summary["cells"]:
+        assert ws.evaluate_file(label, "metrics").is_file()
+    assert (ws.root / "evaluate" / "crosstalk.parquet").is_file()
+    assert run_evaluate(cfg, ws).skipped  # nothing changed: nothing to redo
