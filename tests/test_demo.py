@@ -35,16 +35,24 @@ def test_demo_data_is_clean_and_covers_values_on_one_side(tmp_path: Path) -> Non
     assert sides[("empathy", "chosen")] > sides[("empathy", "rejected")]
 
 
+# The demo's real chain (embedded extractor, SmolLM2 training, generation, judges, QA) at a size a
+# test can afford; bench-style timing of the full demo is a separate concern.
+SMALL = ["--set", "train.max_steps=1", "--set", "generate.max_prompts_per_suite=3", "--set", "generate.max_new_tokens=8",
+         "--set", "evaluate.qa_limit=2", "--set", "evaluate.n_boot=100"]
+
+
 @pytest.mark.slow
 def test_demo_command_runs_and_reruns(tmp_path: Path) -> None:
     runner = CliRunner()
-    first = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")])
+    first = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo"), *SMALL])
     assert first.exit_code == 0, first.output
     assert "workspace:" in first.output
     manifest = read_json(tmp_path / "demo" / "manifest.json")
     assert manifest["config"]["ingest"]["sources"][0]["name"] == "demo"
-    assert set(manifest["stages"]) >= {"ingest", "subsets"} and any(s.startswith("extract/embedded-") for s in manifest["stages"])
+    assert set(manifest["stages"]) >= {"ingest", "subsets", "evaluate"} and any(s.startswith("extract/embedded-") for s in manifest["stages"])
+    summary = read_json(tmp_path / "demo" / "evaluate" / "summary.json")
+    assert len(summary["cells"]) == 3 and len(summary["crosstalk"]) == 1  # base + empathy + humor
     stats = (tmp_path / "demo" / "subsets" / "stats.csv").read_text()
     assert stats.count("selected") >= 2  # the demo has value subsets to train on
-    second = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo")]).output
-    assert second.count("up to date") == 3  # ingest, extract, subsets all skipped
+    second = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo"), *SMALL]).output
+    assert second.count("up to date") >= 5  # ingest, extract, subsets, generate, evaluate skipped; train cells done
