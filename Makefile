@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),constraints/gpu.txt,constraints/cpu.txt)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS)
 
-.PHONY: install install-test demo test test-slow bench clean
+.PHONY: install install-test demo test test-slow test-slow-ci bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,15 @@ demo: install                     ## the main job on the embedded defaults, offl
 test: install-test                ## the default test run (what CI runs)
 	$(BIN)/python -m pytest -m "not slow and not gpu"
 
-test-slow: install-test           ## tests with real models (minutes)
+test-slow: install-test           ## every test with real models (tens of minutes on 2 cores)
 	$(BIN)/python -m pytest -m "slow"
+
+# CI's second step: the real-backend tests that fit its time budget (packaged encoder, SmolLM2
+# conversion and extraction, a real llama.cpp server). The heaviest real-model runs (the whole demo
+# chain, training sweeps, QA and generation on SmolLM2) run with `make test-slow`.
+SLOW_CI_FILES := tests/test_extract_embedded.py tests/test_models.py tests/test_extract_hf.py tests/test_extract_openai.py
+test-slow-ci: install-test
+	$(BIN)/python -m pytest -m "slow and not gpu" $(SLOW_CI_FILES)
 
 bench: install-test               ## benchmarks; figures go to bench/RESULTS.md by hand
 	$(BIN)/python bench/ingest.py
