@@ -505,9 +505,9 @@ def test_demo_sweep_on_the_packaged_smollm2_with_lora(tmp_path: Path, model_cach
     pairs = demo_pairs()
     ws = Workspace(tmp_path / "ws")
     for value in ("empathy", "honesty"):
-        write_subset(ws, value, [p for p in pairs if p["value"] == value][:8])
+        write_subset(ws, value, [p for p in pairs if p["value"] == value][:6])
     cfg = TrainRunConfig(cache_dir=str(model_cache), train=TrainConfig(
-        max_steps=3, per_device_batch_size=2, gradient_accumulation_steps=1, logging_steps=1, max_length=256))
+        max_steps=3, per_device_batch_size=2, gradient_accumulation_steps=1, logging_steps=1, max_length=160))
     assert cfg.train.models == [PACKAGED_SMOLLM2] and cfg.train.methods == [Method.DPO_SYSTEM] and cfg.train.lora
 
     result = run_train(cfg, ws)
