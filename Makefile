@@ -27,9 +27,10 @@ test-slow: install-test           ## every test with real models (tens of minute
 	$(BIN)/python -m pytest -m "slow"
 
 # CI's second step: the real-backend tests that fit its time budget (packaged encoder, SmolLM2
-# conversion and extraction, a real llama.cpp server). The heaviest real-model runs (the whole demo
-# chain, training sweeps, QA and generation on SmolLM2) run with `make test-slow`.
-SLOW_CI_FILES := tests/test_extract_embedded.py tests/test_models.py tests/test_extract_hf.py tests/test_extract_openai.py
+# conversion and extraction, a real llama.cpp server, the whole demo chain at test size). The
+# heavier real-model runs (training sweeps, QA and generation on SmolLM2) run with `make test-slow`.
+SLOW_CI_FILES := tests/test_extract_embedded.py tests/test_models.py tests/test_extract_hf.py tests/test_extract_openai.py \
+                 tests/test_demo.py
 test-slow-ci: install-test
 	$(BIN)/python -m pytest -m "slow and not gpu" $(SLOW_CI_FILES)
 

@@ -52,6 +52,12 @@ def test_demo_command_runs_and_reruns(tmp_path: Path) -> None:
     assert set(manifest["stages"]) >= {"ingest", "subsets", "evaluate"} and any(s.startswith("extract/embedded-") for s in manifest["stages"])
     summary = read_json(tmp_path / "demo" / "evaluate" / "summary.json")
     assert len(summary["cells"]) == 3 and len(summary["crosstalk"]) == 1  # base + empathy + humor
+    for metrics in summary["cells"].values():  # the four axes, per model
+        assert metrics["value_expression"]["empathy"]["n"] > 0
+        assert metrics["refusal"]["n"] > 0 and metrics["over_refusal"]["n"] > 0
+        assert metrics["anthropomorphic"]["n"] > 0 and metrics["validating"]["n"] > 0
+    if (Path(__file__).resolve().parents[2] / "shared" / "data" / "truthfulqa").is_dir():
+        assert set(summary["qa"]) == set(summary["cells"])
     stats = (tmp_path / "demo" / "subsets" / "stats.csv").read_text()
     assert stats.count("selected") >= 2  # the demo has value subsets to train on
     second = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo"), *SMALL]).output
