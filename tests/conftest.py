@@ -32,6 +32,14 @@ def model_cache() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny(model_cache: Path) -> str:
+    """A tiny random Llama with the SmolLM2 tokenizer (built once per session), for fast model tests."""
+    from valind.models import tiny_model
+
+    return str(tiny_model(model_cache))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The shared real data sets; tests that need them skip when the folder is absent."""

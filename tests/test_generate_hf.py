@@ -20,7 +20,7 @@ from valind.generate import GenerateConfig, model_cells, run_generate
 from valind.generate.base import Completion, GenerationRequest
 from valind.generate.cells import CellKind, ModelCell
 from valind.generate.hf import HFBackend, HFGenerator
-from valind.models import PACKAGED_SMOLLM2, tiny_model
+from valind.models import PACKAGED_SMOLLM2
 from valind.schema import PROMPT_TYPE
 from valind.train import TrainConfig, run_train
 from valind.workspace import Workspace
@@ -41,17 +41,6 @@ def chat(text: str, system: str | None = None) -> list[dict[str, str]]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's model cache (the folder the other test files use), so models are built once."""
-    path = tmp_path_factory.getbasetemp() / "valind-model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny(model_cache: Path) -> str:
-    return str(tiny_model(model_cache))
 
 
 def backend(cache: Path, **settings: Any) -> HFBackend:

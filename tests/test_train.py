@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from valind.cache import Cache
 from valind.config import Config
 from valind.errors import ConfigError, StageFailed
-from valind.models import PACKAGED_SMOLLM2, tiny_model
+from valind.models import PACKAGED_SMOLLM2
 from valind.schema import PROMPT_TYPE
 from valind.train import Method, TrainConfig, format_plan, plan_cells, run_train
 from valind.train.cell import main as cell_main
@@ -44,17 +44,6 @@ else:  # until Config mounts the section: the same Config with a `train` field
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache for the session (the folder test_models.py uses too): each model is built once."""
-    path = tmp_path_factory.getbasetemp() / "valind-model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny(model_cache: Path) -> str:
-    return str(tiny_model(model_cache))
 
 
 def demo_pairs() -> list[dict[str, Any]]:
