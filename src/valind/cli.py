@@ -96,6 +96,11 @@ def _load(config: Path | None, overrides: list[str] | None, workspace: Path | No
     return apply_overrides(data, overrides or [])
 
 
+def _config(config: Path | None, overrides: list[str] | None, workspace: Path | None = None) -> Config:
+    origin = str(config) if config else ("workspace config" if workspace is not None else "command line")
+    return validate_config(_load(config, overrides, workspace), origin=origin)
+
+
 def print_ingest_summary(sources: list[dict[str, Any]], skipped: bool, report: Path) -> None:
     table = Table(title="ingest" + (" (up to date, nothing to do)" if skipped else ""), title_justify="left")
     table.add_column("source", overflow="fold")
@@ -194,7 +199,7 @@ def extract(
     """Find the values every chosen and rejected response expresses (extract/<extractor-id>/)."""
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
-    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    cfg = _config(config, overrides, workspace)
     _extract(cfg, Workspace(workspace))
 
 
@@ -241,7 +246,7 @@ def subsets(
     given = {"subsets.min_pairs": min_pairs, "subsets.heldout_fraction": heldout,
              "subsets.include": f"[{include}]" if include else None, "subsets.exclude": f"[{exclude}]" if exclude else None}
     overrides = [*(set_ or []), *(f"{k}={v}" for k, v in given.items() if v is not None)]
-    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    cfg = _config(config, overrides, workspace)
     ws = Workspace(workspace)
     if suggest:
         out.print(format_table(suggest_values(cfg, ws), title="candidate values ('selected' = meets min_pairs, valence and category)"))
@@ -270,7 +275,7 @@ def train(
 ) -> None:
     """Induce each value into each model: DPO, DPO + system prompt, SFT or a system prompt (train/)."""
     overrides = [*(set_ or []), *([f"train.executor={executor}"] if executor else [])]
-    cfg = validate_config(_load(config, overrides, workspace), origin=str(config) if config else "workspace config")
+    cfg = _config(config, overrides, workspace)
     _train(cfg, Workspace(workspace), dry_run)
 
 
@@ -292,7 +297,7 @@ def _train(cfg: Config, ws: Workspace, dry_run: bool = False) -> None:
 @_friendly_errors
 def generate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Answers of every model cell (base and trained) to the prompt suites (generate/<cell>/<suite>.parquet)."""
-    cfg = validate_config(_load(config, set_, workspace), origin=str(config) if config else "workspace config")
+    cfg = _config(config, set_, workspace)
     _generate(cfg, Workspace(workspace))
 
 
@@ -316,7 +321,7 @@ def _generate(cfg: Config, ws: Workspace) -> None:
 @_friendly_errors
 def evaluate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Crosstalk, refusal, over-refusal, anthropomorphic / validating language and QA per model (evaluate/)."""
-    cfg = validate_config(_load(config, set_, workspace), origin=str(config) if config else "workspace config")
+    cfg = _config(config, set_, workspace)
     _evaluate(cfg, Workspace(workspace))
 
 
@@ -363,7 +368,7 @@ def score_values(
     from valind.extract.score import score_values_file
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
-    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    cfg = _config(config, overrides)
     with _progress() as progress:
         summary = score_values_file(cfg, input, output, lenient=lenient, progress=_progress_factory(progress))
     out.print(f"{summary['lines']:,} lines scored ({summary['reused']:,} from cache, {summary['errors']:,} errors) -> {output}", highlight=False)
@@ -386,7 +391,7 @@ def score_quality(
     from valind.workspace import atomic_write_json
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
-    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    cfg = _config(config, overrides)
     result = evaluate_extractor(cfg, labels)
     table = Table(title=f"extractor quality on {result['labels']} ({result['responses']} responses, 95% Wilson intervals)", title_justify="left")
     for col in ("value", "precision", "recall"):
@@ -425,7 +430,7 @@ def _score_with_judges(labels: list[str], input: Path, output: Path, judge: str,
     from valind.judges.score import score_file
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
-    cfg = validate_config(_load(config, overrides), origin=str(config) if config else "command line")
+    cfg = _config(config, overrides)
     judges = dict(zip((Label(l) for l in labels), _judges(labels, judge, cfg)))
     with Cache(cfg.resolved_cache_dir() / "calls.sqlite") as cache, _progress() as progress:
         summary = score_file(judges, input, output, lenient, cache=cache, progress=_progress_factory(progress))

@@ -18,7 +18,7 @@ from valind.config import Config
 from valind.errors import InputError
 from valind.extract import make_extractor
 from valind.extract.runner import run_extraction
-from valind.extract.score import parse_line
+from valind.extract.score import read_response_lines
 from valind.extract.stage import vocabulary
 from valind.stats import wilson
 
@@ -27,23 +27,15 @@ DEFAULT_EVAL = Path(__file__).resolve().parents[1] / "data" / "labels" / "values
 
 def evaluate_extractor(config: Config, labels_path: Path | None = None) -> dict[str, Any]:
     path = labels_path or DEFAULT_EVAL
-    if not path.is_file():
-        raise InputError("no such file", file=str(path))
     cfg = config.extract
     vocab = vocabulary(cfg)
-    items, truth = [], []
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record, item = parse_line(number, line)
-        except InputError as err:
-            raise err.in_file(str(path)) from None
+    lines = read_response_lines(path, lenient=False)
+    items, truth = lines.items, []
+    for record, number in zip(lines.records, lines.numbers):
         labels = record.get("values")
         if not isinstance(labels, list) or not all(isinstance(v, str) and v in vocab.by_name for v in labels):
             raise InputError(f"must be a list of vocabulary values ({', '.join(vocab.names)})", file=str(path),
                              location=f"line {number}", field="values", reason="invalid_value")
-        items.append(item)
         truth.append(set(labels))
     extractor = make_extractor(cfg, vocab, config.resolved_cache_dir())
     with Cache(config.resolved_cache_dir() / "calls.sqlite") as cache:
