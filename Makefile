@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CONSTRAINTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),constraints/gpu.txt,constraints/cpu.txt)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c $(CONSTRAINTS)
 
-.PHONY: install install-test demo test test-slow test-slow-ci bench clean
+.PHONY: install install-test browser demo test test-slow test-slow-ci bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,15 @@ $(BIN)/python:
 install: $(BIN)/python            ## the package and its runtime dependencies
 	$(PIP) -e .
 
-install-test: $(BIN)/python       ## the package with test dependencies
+install-test: $(BIN)/python browser ## the package with test dependencies
 	$(PIP) -e '.[test]'
+
+# The report and annotation-page tests drive Debian's Chromium (no browser download: playwright is
+# pointed at /usr/bin/chromium). Installed with apt when missing and we are root; else those tests skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "chromium not installed: browser tests will skip"; }
 
 demo: install                     ## the main job on the embedded defaults, offline
 	$(BIN)/valind demo
