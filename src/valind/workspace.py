@@ -12,6 +12,8 @@ This is the only module that builds workspace paths. Layout::
       generate/<model>/<suite>.parquet
       evaluate/<model>/<metric>.json
       report/index.html, report/figures/, report/tables/
+      validate/                         extractor validation: tasks, answers per annotator, scores
+      export/                           Hub-ready datasets and adapters with model cards
       .valind/stages/<stage>.json       what each finished stage did, keyed by its inputs and settings
 
 A stage is done when its record exists, its key (a hash of its settings and input
@@ -208,8 +210,40 @@ class Workspace:
         return self.root / "evaluate" / _slug(model) / f"{_slug(metric)}.json"
 
     @property
+    def frontier_file(self) -> Path:
+        """evaluate/frontier.parquet: one row per induced cell of the beta x steps sweep (valind.metrics.frontier)."""
+        return self.root / "evaluate" / "frontier.parquet"
+
+    @property
     def report_dir(self) -> Path:
         return self.root / "report"
+
+    @property
+    def report_index(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
+    def report_figures(self) -> Path:
+        return self.report_dir / "figures"
+
+    @property
+    def report_tables(self) -> Path:
+        return self.report_dir / "tables"
+
+    @property
+    def validate_dir(self) -> Path:
+        """validate/: extractor validation tasks, answers per annotator, scores.json."""
+        return self.root / "validate"
+
+    @property
+    def export_dir(self) -> Path:
+        """export/: Hub-ready datasets (one per value subset) and adapters with model cards."""
+        return self.root / "export"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held (flock) by a pipeline run for its whole length; a second run on the workspace waits or refuses."""
+        return self.root / ".valind" / "lock"
 
     def stage_record_path(self, stage: str) -> Path:
         return self.root / ".valind" / "stages" / f"{stage}.json"
