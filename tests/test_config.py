@@ -76,3 +76,13 @@ def test_source_name_defaults() -> None:
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/run.yaml")
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "study.yaml", "train_slurm.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    from importlib.resources import files
+
+    cfg = load_config(Path(str(files("valind") / "configs" / name)))
+    if name == "study.yaml":  # the study's full setting: four Hub datasets, vLLM extractor, base / SFT / instruct, frontier
+        assert len(cfg.ingest.sources) == 4 and cfg.extract.extractor == "vllm" and len(cfg.train.models) == 3
+        assert len(cfg.train.betas) * (len(cfg.train.snapshot_steps) + 1) >= 4 and cfg.train.executor.value == "slurm"

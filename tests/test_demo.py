@@ -37,7 +37,7 @@ def test_demo_data_is_clean_and_covers_values_on_one_side(tmp_path: Path) -> Non
 
 # The demo's real chain (embedded extractor, SmolLM2 training, generation, judges, QA) at a size a
 # test can afford; bench-style timing of the full demo is a separate concern.
-SMALL = ["--set", "train.max_steps=1", "--set", "generate.max_prompts_per_suite=3", "--set", "generate.max_new_tokens=8",
+SMALL = ["--set", "train.max_steps=2", "--set", "train.snapshot_steps=[1]", "--set", "train.betas=[0.1]", "--set", "generate.max_prompts_per_suite=3", "--set", "generate.max_new_tokens=8",
          "--set", "evaluate.qa_limit=2", "--set", "evaluate.n_boot=100"]
 
 
@@ -60,5 +60,24 @@ def test_demo_command_runs_and_reruns(tmp_path: Path) -> None:
         assert set(summary["qa"]) == set(summary["cells"])
     stats = (tmp_path / "demo" / "subsets" / "stats.csv").read_text()
     assert stats.count("selected") >= 2  # the demo has value subsets to train on
+    # the frontier sweep: beta 0.1 x (the snapshot after 1 step, the final adapter after 2) per value
+    frontier = pq.read_table(tmp_path / "demo" / "evaluate" / "frontier.parquet").to_pylist()
+    assert sorted((r["value"], r["steps"]) for r in frontier) == [("empathy", 1), ("empathy", 2), ("humor", 1), ("humor", 2)]
+    assert all(r["target_gain"] is not None and r["off_target_mean_abs"] is not None for r in frontier)
+    assert any(r["pareto"] for r in frontier if r["value"] == "empathy")
+    report = tmp_path / "demo" / "report" / "index.html"
+    assert f"report: {report}" in first.output.replace("\n", "") and report.is_file()
+    assert "frontier" in report.read_text().lower()
+
     second = runner.invoke(app, ["demo", "-w", str(tmp_path / "demo"), *SMALL]).output
     assert second.count("up to date") >= 5  # ingest, extract, subsets, generate, evaluate skipped; train cells done
+    status = runner.invoke(app, ["status", "-w", str(tmp_path / "demo")])
+    assert status.exit_code == 0 and status.output.count(" done ") >= 7 and "training cells: 2 done" in status.output
+
+    exported = runner.invoke(app, ["export", "-w", str(tmp_path / "demo")])
+    assert exported.exit_code == 0, exported.output
+    adapters = sorted(p.name for p in (tmp_path / "demo" / "export" / "adapters").iterdir())
+    assert len(adapters) == 4 and any(a.endswith("-step1") for a in adapters)  # 2 values x (snapshot, final)
+    card = (tmp_path / "demo" / "export" / "adapters" / adapters[0] / "README.md").read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card and "## Measured side effects" in card
+    assert "expression:" in card and "refusal rate:" in card and not (tmp_path / "demo" / "export" / "adapters" / adapters[0] / "training_args.bin").exists()

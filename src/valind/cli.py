@@ -18,7 +18,8 @@ from valind import __version__
 from valind.config import Config, apply_overrides, demo_config_path, load_config_data, validate_config
 from valind.errors import ValindError
 from valind.ingest import run_ingest
-from valind.workspace import Workspace, read_json
+from valind.pipeline import STAGES, Stage, stages_to_run
+from valind.workspace import Workspace
 
 # Library progress bars and info logs (weight loading, conversion) would bury the stage summaries.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -41,6 +42,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 WorkspaceOpt = Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder (created if missing).")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.field=value (repeatable).")]
+WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for another run on the same workspace to finish (0: stop at once).")]
 
 
 def _friendly_errors(fn: F) -> F:
@@ -90,7 +92,7 @@ def _load(config: Path | None, overrides: list[str] | None, workspace: Path | No
     if config:
         data = load_config_data(config)
     elif workspace is not None and Workspace(workspace).manifest.is_file():
-        data = read_json(Workspace(workspace).manifest).get("config", {})
+        data = (Workspace(workspace).read_manifest() or {}).get("config", {})  # refuses a manifest edited by hand
     else:
         data = {}
     return apply_overrides(data, overrides or [])
@@ -149,7 +151,7 @@ def ingest(
     if strict is not None:
         ingest_section["strict"] = strict
     cfg = validate_config(data, origin=str(config) if config else "command line")
-    _ingest(cfg, Workspace(workspace))
+    _run_stages(cfg, Workspace(workspace), [Stage.INGEST], set(), 0.0)
 
 
 def _ingest(cfg: Config, ws: Workspace) -> None:
@@ -163,17 +165,110 @@ def _ingest(cfg: Config, ws: Workspace) -> None:
 def demo(
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path("valind-demo"),
     set_: SetOpt = None,
+    wait: WaitOpt = 0.0,
 ) -> None:
-    """Run the main job on the embedded defaults, offline: demo pairs -> values -> subsets -> DPO -> answers -> metrics."""
+    """The main job on the embedded defaults, offline: `valind run` on the shipped demo config (data -> report)."""
     cfg = validate_config(_load(demo_config_path(), set_), origin=str(demo_config_path()))
+    _run_stages(cfg, Workspace(workspace), list(STAGES), set(), wait)
+
+
+@app.command("run")
+@_friendly_errors
+def run_command(
+    workspace: WorkspaceOpt,
+    config: Annotated[Path | None, typer.Argument(help="YAML config file (default: the config the workspace last ran with).")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help=f"Start at this stage and redo it and every later one ({', '.join(STAGES)}).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run (and redo) only this stage (repeatable).")] = None,
+    set_: SetOpt = None,
+    wait: WaitOpt = 0.0,
+) -> None:
+    """Run the whole study: ingest, extract, subsets, train, generate, evaluate, report; finished work is skipped.
+
+    Stages named by --from / --only are redone (cached model calls and finished training cells are reused)."""
+    stages, force = stages_to_run(from_, only or [])
+    cfg = _config(config, set_, workspace)
+    _run_stages(cfg, Workspace(workspace), stages, force, wait)
+
+
+@app.command()
+@_friendly_errors
+def status(workspace: WorkspaceOpt) -> None:
+    """What is done, running, failed and pending in a workspace, per stage and per cell."""
+    from valind.pipeline import workspace_status
+
     ws = Workspace(workspace)
-    _ingest(cfg, ws)
-    _extract(cfg, ws)
-    _subsets(cfg, ws)
-    _train(cfg, ws)
-    _generate(cfg, ws)
-    _evaluate(cfg, ws)
-    out.print(f"workspace: {ws.root}")
+    if not ws.root.is_dir():
+        raise ValindError(f"no workspace at {ws.root}")
+    st = workspace_status(ws)
+    out.print(f"workspace: {st.workspace}" + (f" (in use: {st.lock.describe()})" if st.lock else ""), highlight=False, soft_wrap=True)
+    colours = {"done": "green", "running": "cyan", "pending": "white", "outdated": "yellow", "damaged": "red",
+               "failed": "red", "interrupted": "yellow"}
+    table = Table(title="stages", title_justify="left")
+    for col in ("stage", "state", "finished", "detail"):
+        table.add_column(col, overflow="fold")
+    for s in st.stages:
+        table.add_row(s.stage.value, f"[{colours.get(s.state, 'white')}]{s.state}[/]", s.finished_at or "", s.detail)
+    out.print(table)
+    if st.train_cells:
+        counts = {state: sum(1 for _, x in st.train_cells if x == state) for state in dict.fromkeys(x for _, x in st.train_cells)}
+        out.print("training cells: " + ", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
+        for cell_id, state in st.train_cells:
+            if state != "done":
+                out.print(f"  {state:8} {cell_id}", highlight=False)
+    if st.model_cells:
+        cells = Table(title="model cells", title_justify="left")
+        for col in ("cell", "generated suites", "evaluated"):
+            cells.add_column(col, overflow="fold")
+        for c in st.model_cells:
+            cells.add_row(c.label, ", ".join(c.generated) or "-", "yes" if c.evaluated else "no")
+        out.print(cells)
+
+
+@app.command("export")
+@_friendly_errors
+def export_command(
+    workspace: WorkspaceOpt,
+    values: Annotated[str | None, typer.Option("--values", help="Comma-separated values to export (default: every subset).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Write the value subsets as Hub-ready datasets and the adapters with model cards (export/)."""
+    from valind.export import run_export
+    from valind.pipeline import workspace_lock
+
+    cfg = _config(config, set_, workspace)
+    ws = Workspace(workspace)
+    with workspace_lock(ws):
+        result = run_export(cfg, ws, [v.strip() for v in values.split(",")] if values else None)
+    out.print(f"{len(result.datasets)} datasets in {ws.export_dir / 'datasets'}; {len(result.adapters)} adapters in "
+              f"{ws.export_dir / 'adapters'}; index: {result.index}", highlight=False, soft_wrap=True)
+
+
+def _run_stages(cfg: Config, ws: Workspace, stages: list[Stage], force: set[Stage], wait: float) -> None:
+    """The pipeline with this CLI's stage functions (progress bars and summary tables)."""
+    from valind.pipeline import run_pipeline
+
+    runners = {Stage.INGEST: _ingest, Stage.EXTRACT: _extract, Stage.SUBSETS: _subsets, Stage.TRAIN: _train,
+               Stage.GENERATE: _generate, Stage.EVALUATE: _evaluate, Stage.REPORT: _report_stage}
+
+    def announce(stage: Stage, index: int, total: int) -> None:
+        if total > 1:
+            out.rule(f"[bold]{index}/{total} {stage.value}", align="left")
+
+    result = run_pipeline(cfg, ws, stages, force=force, runners=runners, wait_s=wait, on_stage=announce)
+    if len(stages) > 1:
+        took = ", ".join(f"{s.value} {result.seconds[s]:.0f} s" for s in stages)
+        out.print(f"done in {sum(result.seconds.values()):.0f} s ({took})", highlight=False, soft_wrap=True)
+        out.print(f"workspace: {ws.root}", highlight=False, soft_wrap=True)
+        if Stage.REPORT in stages:
+            out.print(f"report: {ws.report_index}", highlight=False, soft_wrap=True)
+
+
+def _report_stage(cfg: Config, ws: Workspace) -> None:
+    from valind.report import build_report
+
+    with _progress() as progress:
+        build_report(cfg, ws, _progress_factory(progress))
 
 
 ExtractorOpt = Annotated[str | None, typer.Option("--extractor", "-e", help="Extractor backend: embedded, hf, vllm, openai, fake.")]
@@ -200,7 +295,7 @@ def extract(
 
     overrides = [*(set_ or []), *_extract_overrides(extractor, model, base_url)]
     cfg = _config(config, overrides, workspace)
-    _extract(cfg, Workspace(workspace))
+    _run_stages(cfg, Workspace(workspace), [Stage.EXTRACT], set(), 0.0)
 
 
 def _extract(cfg: Config, ws: Workspace) -> None:
@@ -251,7 +346,7 @@ def subsets(
     if suggest:
         out.print(format_table(suggest_values(cfg, ws), title="candidate values ('selected' = meets min_pairs, valence and category)"))
         return
-    _subsets(cfg, ws)
+    _run_stages(cfg, ws, [Stage.SUBSETS], set(), 0.0)
 
 
 def _subsets(cfg: Config, ws: Workspace) -> None:
@@ -276,7 +371,10 @@ def train(
     """Induce each value into each model: DPO, DPO + system prompt, SFT or a system prompt (train/)."""
     overrides = [*(set_ or []), *([f"train.executor={executor}"] if executor else [])]
     cfg = _config(config, overrides, workspace)
-    _train(cfg, Workspace(workspace), dry_run)
+    if dry_run:
+        _train(cfg, Workspace(workspace), dry_run)
+    else:
+        _run_stages(cfg, Workspace(workspace), [Stage.TRAIN], set(), 0.0)
 
 
 def _train(cfg: Config, ws: Workspace, dry_run: bool = False) -> None:
@@ -298,7 +396,7 @@ def _train(cfg: Config, ws: Workspace, dry_run: bool = False) -> None:
 def generate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Answers of every model cell (base and trained) to the prompt suites (generate/<cell>/<suite>.parquet)."""
     cfg = _config(config, set_, workspace)
-    _generate(cfg, Workspace(workspace))
+    _run_stages(cfg, Workspace(workspace), [Stage.GENERATE], set(), 0.0)
 
 
 def _generate(cfg: Config, ws: Workspace) -> None:
@@ -322,7 +420,7 @@ def _generate(cfg: Config, ws: Workspace) -> None:
 def evaluate(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Crosstalk, refusal, over-refusal, anthropomorphic / validating language and QA per model (evaluate/)."""
     cfg = _config(config, set_, workspace)
-    _evaluate(cfg, Workspace(workspace))
+    _run_stages(cfg, Workspace(workspace), [Stage.EVALUATE], set(), 0.0)
 
 
 def _evaluate(cfg: Config, ws: Workspace) -> None:
@@ -487,6 +585,10 @@ def score_judges_check(
 
     argv = ["--shared-dir", str(shared_dir), *(["--json", str(json_out)] if json_out else [])]
     raise typer.Exit(validate_main(argv))
+
+
+from valind.validate.cli import validate_app  # noqa: E402 - the sub-app reads this module's helpers lazily
+app.add_typer(validate_app, name="validate")
 
 
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``

@@ -20,7 +20,9 @@ no denominator and are counted in ``n_missing``.
 
 Outputs (``evaluate/``): ``<cell>/metrics.json`` (rates with CIs and counts), ``<cell>/samples.parquet``
 (every answer with its values and judgements), ``<cell>/qa.json``, ``crosstalk.parquet`` (one row per
-cell of every matrix) and ``summary.json`` (everything, with how each number is computed).
+cell of every matrix), ``frontier.parquet`` (one row per induced cell: target gain against off-target,
+refusal and anthropomorphism change, Pareto flags; ``valind.metrics.frontier``) and ``summary.json``
+(everything, with how each number is computed).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from valind.extract.runner import run_extraction
 from valind.extract.stage import extractor_id, vocabulary
 from valind.judges import make_judge, run_judge
 from valind.metrics.crosstalk import Crosstalk, ExpressionMatrix, crosstalk
+from valind.metrics.frontier import METHOD as FRONTIER_METHOD
+from valind.metrics.frontier import frontier_table
 from valind.stats import wilson
 from valind.workspace import Workspace, atomic_path, atomic_write_json, hash_file, hash_json, read_json
 
@@ -81,6 +85,8 @@ def run_evaluate(config: Config, ws: Workspace, progress: Progress | None = None
     missing = [str(p.relative_to(ws.root)) for p in files.values() if not p.is_file()]
     if missing:
         raise ValindError(f"{ws.root}: no generations for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; run `valind generate` first")
+    if ws.stage_record("generate") is not None:  # never judge a generation file damaged since it was written
+        ws.require_stage("generate", "run `valind generate` again")
     qa_data = Path(cfg.qa_data).expanduser() if cfg.qa_data else _default_qa_data()
     inputs = {str(p.relative_to(ws.root)): hash_file(p) for p in files.values()}
     key = hash_json({"evaluate": cfg.model_dump(mode="json"), "extractor": extractor_id(config.extract), "inputs": inputs,
@@ -147,8 +153,12 @@ def run_evaluate(config: Config, ws: Workspace, progress: Progress | None = None
             "qa": "lm-evaluation-harness log-likelihood tasks; accuracy with lm-eval's stderr",
         },
     }
+    summary["method"]["frontier"] = FRONTIER_METHOD
     atomic_write_json(summary_path, summary)
     outputs.append(summary_path)
+    with atomic_path(ws.frontier_file) as tmp:  # one point per induced cell: the induction-strength frontier
+        pq.write_table(frontier_table(summary), tmp)
+    outputs.append(ws.frontier_file)
     ws.record_stage(STAGE, key, outputs, {"cells": len(cells)})
     ws.update_manifest(config.model_dump(mode="json"), {}, STAGE)
     return EvaluateResult(False, summary, summary_path)

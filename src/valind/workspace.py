@@ -17,27 +17,39 @@ This is the only module that builds workspace paths. Layout::
       .valind/stages/<stage>.json       what each finished stage did, keyed by its inputs and settings
 
 A stage is done when its record exists, its key (a hash of its settings and input
-fingerprints) is unchanged, and every output it listed still exists with the recorded size.
+fingerprints) is unchanged, and every output it listed still exists with the recorded size and
+checksum (XXH3-128 of the bytes, taken at write time; several GB/s, so checked on every use).
+An output that is missing, cut short or changed makes the stage run again, with a warning naming
+the file; a later stage that reads it refuses with the same message (``require_stage``).
+
+The manifest carries a checksum of its own content; one edited by hand is reported, never trusted
+as the config of the workspace (``read_manifest``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import orjson
+import xxhash
 
+from valind import faults
 from valind.errors import ValindError
+
+log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 TRACKED_PACKAGES = (
@@ -58,6 +70,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        faults.point("write", str(path))
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -95,6 +108,15 @@ def hash_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return f"blake2b:{h.hexdigest()}"
+
+
+def checksum_file(path: Path, chunk: int = 1 << 20) -> str:
+    """XXH3-128 of a file's bytes, as ``xxh3:<hex>``: what a stage record keeps to tell a damaged output."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return f"xxh3:{h.hexdigest()}"
 
 
 def hash_tree(path: Path) -> str:
@@ -148,6 +170,11 @@ class StageRecord:
     outputs: dict[str, int]  # relative path -> size in bytes
     summary: dict[str, Any]
     finished_at: str
+    checksums: dict[str, str] = field(default_factory=dict)  # relative path -> checksum_file(); empty in old records
+
+
+class ManifestChanged(ValindError):
+    """manifest.json is not the file valind wrote (edited by hand, damaged, or from before checksums)."""
 
 
 class Workspace:
@@ -236,6 +263,33 @@ class Workspace:
         return self.root / "validate"
 
     @property
+    def validate_tasks(self) -> Path:
+        """validate/tasks.jsonl: the 1-of-4 annotation tasks, in presentation order (valind.validate.tasks)."""
+        return self.validate_dir / "tasks.jsonl"
+
+    @property
+    def validate_tasks_report(self) -> Path:
+        """validate/tasks_report.json: how the tasks were drawn (seed, rule, inputs, the task file's hash)."""
+        return self.validate_dir / "tasks_report.json"
+
+    @property
+    def validate_answers_dir(self) -> Path:
+        return self.validate_dir / "answers"
+
+    def validate_answers(self, annotator: str) -> Path:
+        """validate/answers/<annotator>.jsonl; ``annotator`` must be a plain name (see ``annotator_name``)."""
+        return self.validate_answers_dir / f"{annotator_name(annotator)}.jsonl"
+
+    @property
+    def validate_scores(self) -> Path:
+        """validate/scores.json: precision per annotator and value, agreement (valind.validate.score)."""
+        return self.validate_dir / "scores.json"
+
+    @property
+    def validate_scores_csv(self) -> Path:
+        return self.validate_dir / "scores.csv"
+
+    @property
     def export_dir(self) -> Path:
         """export/: Hub-ready datasets (one per value subset) and adapters with model cards."""
         return self.root / "export"
@@ -250,20 +304,50 @@ class Workspace:
 
     # stage records
     def stage_record(self, stage: str) -> StageRecord | None:
+        """The stage's record, or None when there is none or it cannot be read (then the stage runs again)."""
         path = self.stage_record_path(stage)
         if not path.is_file():
             return None
-        return StageRecord(**read_json(path))
+        try:
+            return StageRecord(**read_json(path))
+        except (ValindError, TypeError) as err:
+            log.warning("%s: unreadable stage record (%s); the %s stage runs again", path, err, stage)
+            return None
+
+    def output_problems(self, record: StageRecord) -> list[str]:
+        """What is wrong now with the outputs a record lists: missing, another size, or other bytes than written."""
+        problems = []
+        for rel, size in record.outputs.items():
+            out = self.root / rel
+            if not out.is_file():
+                problems.append(f"{rel} is missing")
+            elif out.stat().st_size != size:
+                problems.append(f"{rel} has {out.stat().st_size:,} bytes, the {record.stage} stage wrote {size:,}")
+            elif rel in record.checksums and checksum_file(out) != record.checksums[rel]:
+                problems.append(f"{rel} is not the file the {record.stage} stage wrote (checksum mismatch)")
+        return problems
 
     def stage_done(self, stage: str, key: str) -> StageRecord | None:
-        """The stage's record if it finished with this key and all its outputs are intact, else None."""
+        """The stage's record if it finished with this key and all its outputs are intact, else None
+        (a damaged output is logged as a warning naming it)."""
         record = self.stage_record(stage)
         if record is None or record.key != key:
             return None
-        for rel, size in record.outputs.items():
-            out = self.root / rel
-            if not out.is_file() or out.stat().st_size != size:
-                return None
+        problems = self.output_problems(record)
+        if problems:
+            log.warning("%s: %s; the %s stage runs again", self.root, "; ".join(problems), stage)
+            return None
+        return record
+
+    def require_stage(self, stage: str, remedy: str) -> StageRecord:
+        """The record of a finished stage whose outputs are intact, for a later stage that reads them;
+        else ValindError saying what is missing or damaged, and ``remedy`` (e.g. "run `valind ingest`")."""
+        record = self.stage_record(stage)
+        if record is None:
+            raise ValindError(f"{self.root}: the {stage} stage has not finished; {remedy}")
+        problems = self.output_problems(record)
+        if problems:
+            raise ValindError(f"{self.root}: {'; '.join(problems)}; {remedy}")
         return record
 
     def record_stage(self, stage: str, key: str, outputs: list[Path], summary: Mapping[str, Any]) -> StageRecord:
@@ -273,17 +357,56 @@ class Workspace:
             outputs={str(p.relative_to(self.root)): p.stat().st_size for p in outputs},
             summary=dict(summary),
             finished_at=_now(),
+            checksums={str(p.relative_to(self.root)): checksum_file(p) for p in outputs},
         )
         atomic_write_json(self.stage_record_path(stage), record.__dict__)
         return record
 
-    def clear_stage(self, stage: str) -> None:
+    def clear_stage(self, stage: str, nested: bool = False) -> None:
+        """Forget that ``stage`` finished (its outputs stay); ``nested``: also every record under it (``extract/<id>``,
+        ``generate/<cell>/<suite>``), so a forced re-run recomputes all of the stage."""
         self.stage_record_path(stage).unlink(missing_ok=True)
+        folder = self.stage_record_path(stage).with_suffix("")
+        if nested and folder.is_dir():
+            for record in folder.rglob("*.json"):
+                record.unlink()
+
+    @property
+    def run_state(self) -> Path:
+        """.valind/run.json: the last pipeline run, stage by stage (running, done, failed, with the error)."""
+        return self.root / ".valind" / "run.json"
 
     # manifest
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest (None when there is none), checked against the checksum valind wrote into it;
+        ManifestChanged when it was edited by hand or damaged since."""
+        if not self.manifest.is_file():
+            return None
+        redo = "pass the config with -c (the next stage then writes a new manifest), or delete manifest.json"
+        try:
+            manifest = read_json(self.manifest)
+        except ValindError as err:
+            raise ManifestChanged(f"{err}; {redo}") from None
+        if not isinstance(manifest, dict) or manifest.get("checksum") != _manifest_checksum(manifest):
+            raise ManifestChanged(
+                f"{self.manifest} was changed since valind wrote it (its checksum does not match its content; edited by "
+                f"hand?), so its config is not used; {redo}"
+            )
+        return manifest
+
     def update_manifest(self, config: Mapping[str, Any], inputs: Mapping[str, str], stage: str) -> None:
-        """Write the resolved config, versions, git state and input fingerprints (merged with earlier stages)."""
-        manifest: dict[str, Any] = read_json(self.manifest) if self.manifest.is_file() else {}
+        """Write the resolved config, versions, git state and input fingerprints (merged with earlier stages).
+
+        A manifest changed by hand is not merged: it is moved to .valind/manifest.rejected.json, with a warning.
+        """
+        try:
+            manifest: dict[str, Any] = self.read_manifest() or {}
+        except ManifestChanged as err:
+            aside = self.root / ".valind" / "manifest.rejected.json"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.manifest, aside)
+            log.warning("%s; moved it to %s and wrote a new one", err, aside)
+            manifest = {}
         manifest.update(
             manifest_version=MANIFEST_VERSION,
             config=dict(config),
@@ -293,7 +416,26 @@ class Workspace:
         )
         manifest.setdefault("inputs", {}).update(inputs)
         manifest.setdefault("stages", {})[stage] = _now()
+        manifest["checksum"] = _manifest_checksum(manifest)
         atomic_write_json(self.manifest, manifest)
+
+
+def _manifest_checksum(manifest: dict[str, Any]) -> str:
+    """XXH3-128 of the manifest's content without its own checksum, as canonical JSON (layout changes do not count)."""
+    content = {k: v for k, v in manifest.items() if k != "checksum"}
+    return f"xxh3:{xxhash.xxh3_128_hexdigest(orjson.dumps(content, option=orjson.OPT_SORT_KEYS))}"
+
+
+_ANNOTATOR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def annotator_name(name: str) -> str:
+    """``name`` if it is a plain annotator name: 1-64 letters, digits, '_', '-', '.', starting with a
+    letter or digit, no '..' (so never a path: no separators, no parent folder); else ValindError."""
+    if not _ANNOTATOR_NAME.fullmatch(name) or ".." in name:
+        raise ValindError(f"annotator name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter "
+                          f"or digit, without '..' (e.g. 'alice' or 'smollm2-135m')")
+    return name
 
 
 def _slug(name: str) -> str:

@@ -53,6 +53,8 @@ class ModelCell:
     value: str | None = None
     method: str | None = None
     train_id: str | None = None
+    beta: float | None = None  # DPO beta of the training cell
+    steps: int | None = None  # optimiser steps the weights had when saved (a snapshot: fewer than the cell's run)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "kind": self.kind.value, "path": str(self.path) if self.path else None}
@@ -107,7 +109,7 @@ def train_cells(config: Config, ws: Workspace) -> tuple[list[ModelCell], list[No
         if state.value != "done":
             left_out.append(NotFinished(cell.id, state.value))
             continue
-        by_base[cell.model].append(_from_train_cell(cell, paths.root, read_json(paths.run_config)))
+        by_base[cell.model] += _from_train_cell(cell, paths.root, read_json(paths.run_config))
 
     cells = [c for spec in train.models for c in by_base[spec]]
     labels = [c.label for c in cells]
@@ -117,7 +119,9 @@ def train_cells(config: Config, ws: Workspace) -> tuple[list[ModelCell], list[No
     return cells, left_out
 
 
-def _from_train_cell(cell: Any, root: Path, saved: dict[str, Any]) -> ModelCell:
+def _from_train_cell(cell: Any, root: Path, saved: dict[str, Any]) -> list[ModelCell]:
+    """The finished cell as it answers, then one adapter cell per snapshot (``train.snapshot_steps``), labelled
+    ``<cell label>-step<N>`` with train_id ``<cell id>-step<N>`` (so each snapshot step is its own crosstalk group)."""
     from valind.train.plan import model_dirname
 
     artifact = saved.get("artifact") or {}
@@ -127,7 +131,15 @@ def _from_train_cell(cell: Any, root: Path, saved: dict[str, Any]) -> ModelCell:
     kind = kinds[artifact["kind"]]
     path = root / artifact["path"] if kind in (CellKind.ADAPTER, CellKind.FULL) else None
     label = f"{safe_label(model_dirname(cell.model))}--{safe_label(cell.value)}--{safe_label(cell.run_name)}"
-    return ModelCell(label, kind, cell.model, path, saved.get("system_prompt"), cell.value, cell.method.value, cell.id)
+    steps = saved.get("steps_trained") or (saved.get("train") or {}).get("max_steps") if kind is not CellKind.SYSTEM else 0
+    main = ModelCell(label, kind, cell.model, path, saved.get("system_prompt"), cell.value, cell.method.value, cell.id,
+                     cell.beta, steps)
+    snapshots = [
+        ModelCell(f"{label}-step{n}", CellKind.ADAPTER, cell.model, root / rel, saved.get("system_prompt"), cell.value,
+                  cell.method.value, f"{cell.id}-step{n}", cell.beta, int(n))
+        for n, rel in sorted((saved.get("snapshots") or {}).items(), key=lambda item: int(item[0]))
+    ]
+    return [*snapshots, main]
 
 
 def artifact_fingerprint(cell: ModelCell) -> str | None:

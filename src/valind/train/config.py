@@ -119,6 +119,12 @@ class TrainConfig(BaseModel):
     )
     max_steps: int | None = Field(100, ge=1, description="(key) Optimiser steps per cell; null: train for `epochs` passes over the subset instead.")
     epochs: float = Field(1.0, gt=0.0, description="(key) Passes over the subset when max_steps is null.")
+    snapshot_steps: list[int] = Field(
+        default_factory=list,
+        description="(key) Also keep the LoRA adapter as it was after each of these optimiser steps (each < max_steps); every "
+                    "snapshot is generated with and evaluated as its own model cell: the steps axis of the induction-strength "
+                    "frontier. Snapshots lie on one training run (same learning-rate schedule), not on shorter runs.",
+    )
     per_device_batch_size: int = Field(4, ge=1, description="(key) Pairs (DPO) or examples (SFT) per device per micro-batch.")
     gradient_accumulation_steps: int = Field(2, ge=1, description="(key) Micro-batches per optimiser step (effective batch = this x per_device_batch_size x devices).")
     max_length: int = Field(512, ge=8, description="(key) Tokens per sequence (prompt + response), longer ones are cut at the end; a pair whose prompt alone fills it is dropped (TRL).")
@@ -229,6 +235,12 @@ class TrainConfig(BaseModel):
         stray = sorted(set(self.model_revisions) - set(self.models))
         if stray:
             raise ValueError(f"model_revisions names {stray[0]!r}, which is not in models")
+        if self.snapshot_steps:
+            if self.max_steps is None or not self.lora:
+                raise ValueError("snapshot_steps needs max_steps (not epochs) and lora: true (snapshots are LoRA adapters)")
+            bad = sorted(s for s in self.snapshot_steps if not 0 < s < self.max_steps)
+            if bad or len(set(self.snapshot_steps)) != len(self.snapshot_steps):
+                raise ValueError(f"snapshot_steps must be distinct steps between 1 and max_steps - 1 ({self.max_steps - 1}); got {self.snapshot_steps}")
         if self.executor is Executor.SLURM and self.slurm.gpus_per_node > 1 and self.accelerate_config is None:
             raise ValueError("slurm.gpus_per_node > 1 needs accelerate_config (e.g. valind/configs/accelerate_fsdp.yaml): a plain process uses one GPU")
         return self
@@ -248,4 +260,5 @@ class TrainConfig(BaseModel):
             "max_length": self.max_length, "max_pairs": self.max_pairs,
             "lora": {"r": self.lora_r, "alpha": self.lora_alpha, "dropout": self.lora_dropout,
                      "target_modules": self.lora_target_modules} if self.lora else None,
+            **({"snapshot_steps": sorted(self.snapshot_steps)} if self.snapshot_steps else {}),
         }

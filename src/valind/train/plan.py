@@ -12,17 +12,19 @@ Layout of one cell (under ``Workspace.train_dir(model, value)``)::
       run_config.json                      the cell, resolved settings, system prompt, data fingerprint,
                                            model identity, reference log-prob counts, timings, versions
       train_log.jsonl                      one line per logging step: loss, rewards/margins, rewards/accuracies, ...
-      DONE                                 written last, atomically: the cell key and the size of every output
+      snapshots/step<N>/                   the adapter after N steps, for each of train.snapshot_steps (frontier)
+      DONE                                 written last, atomically: the cell key, the size and checksum of every output
       work/                                TRL's output_dir while training (resumable checkpoints); removed at the end
 
 A cell is done when DONE exists, its key equals the cell's current key (a hash of the model identity,
 the subset's fingerprint, the cell and the (key) settings), and every output it lists still exists
-with the recorded size. Anything else in the folder is a half-written cell and is redone.
+with the recorded size and checksum. Anything else in the folder is a half-written cell and is redone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -30,11 +32,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from valind.errors import ConfigError
+from valind.errors import ConfigError, ValindError
 from valind.models import PACKAGED_SMOLLM2, packaged_gguf, resolve_model
 from valind.train.config import Method, TrainConfig
 from valind.values import Vocabulary
-from valind.workspace import Workspace, hash_json, read_json
+from valind.workspace import Workspace, checksum_file, hash_json, read_json
+
+log = logging.getLogger(__name__)
 
 TRAIN_VERSION = 1  # bump when a change here changes what a cell produces for the same key inputs
 HELDOUT_SUFFIX = ".heldout"  # subsets/<value>.heldout.parquet is a held-out split, not a training set
@@ -111,6 +115,14 @@ class CellPaths:
     @property
     def work(self) -> Path:
         return self.root / "work"
+
+    @property
+    def snapshots(self) -> Path:
+        """snapshots/step<N>/: the LoRA adapter after N steps (train.snapshot_steps)."""
+        return self.root / "snapshots"
+
+    def snapshot(self, step: int) -> Path:
+        return self.snapshots / f"step{step}"
 
 
 def model_dirname(spec: str) -> str:
@@ -220,14 +232,26 @@ def cell_key(cell: Cell, train: TrainConfig, model_identity: dict[str, Any], dat
 
 
 def cell_state(paths: CellPaths, key: str) -> CellState:
+    """A DONE marker that cannot be read, or an output missing, cut short or changed since (checksum), is PARTIAL."""
     if not paths.done.is_file():
         return CellState.PARTIAL if paths.root.exists() else CellState.TODO
-    marker = read_json(paths.done)
+    try:
+        marker = read_json(paths.done)
+    except ValindError as err:
+        log.warning("%s; the cell is trained again", err)
+        return CellState.PARTIAL
+    if not isinstance(marker, dict):
+        return CellState.PARTIAL
     if marker.get("key") != key:
         return CellState.STALE
+    checksums = marker.get("checksums", {})  # absent in markers written before checksums
     for rel, size in marker.get("outputs", {}).items():
         out = paths.root / rel
         if not out.is_file() or out.stat().st_size != size:
+            log.warning("%s: %s is missing or cut short; the cell is trained again", paths.root, rel)
+            return CellState.PARTIAL
+        if rel in checksums and checksum_file(out) != checksums[rel]:
+            log.warning("%s: %s is not the file training wrote (checksum mismatch); the cell is trained again", paths.root, rel)
             return CellState.PARTIAL
     return CellState.DONE
 
@@ -236,6 +260,11 @@ def output_sizes(paths: CellPaths) -> dict[str, int]:
     """Every file the cell wrote (relative path -> bytes), for the DONE marker."""
     files = sorted(p for p in paths.root.rglob("*") if p.is_file() and paths.work not in p.parents and p != paths.done)
     return {str(p.relative_to(paths.root)): p.stat().st_size for p in files}
+
+
+def output_checksums(paths: CellPaths) -> dict[str, str]:
+    """The checksum of every file in ``output_sizes``, for the DONE marker."""
+    return {rel: checksum_file(paths.root / rel) for rel in output_sizes(paths)}
 
 
 def finished_cell_result(paths: CellPaths, cell: Cell) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from valind.train.plan import (
     CellState,
     cell_paths,
     cell_state,
+    output_checksums,
     output_sizes,
 )
 from valind.workspace import Workspace, atomic_write_json, hash_file, package_versions
@@ -152,12 +153,13 @@ def _train(
     pairs = read_subset(subset, train.max_pairs)
     tokenizer = AutoTokenizer.from_pretrained(model.path_or_name, revision=model.revision)
     logger = _JsonlLog(paths.work / (paths.train_log.name + ".partial"), cell.id, progress)  # in work/: kept for a resume
+    callbacks = [logger, _Snapshots(paths.work / paths.snapshots.name, train.snapshot_steps)] if train.snapshot_steps else [logger]
 
     with Cache(cache_dir / CACHE_FILE) as cache, _quiet_datasets():
         if cell.method.is_preference:
-            trainer = _dpo_trainer(cell, train, hw, model, tokenizer, pairs, paths, logger, cache)
+            trainer = _dpo_trainer(cell, train, hw, model, tokenizer, pairs, paths, callbacks, cache)
         else:
-            trainer = _sft_trainer(cell, train, hw, model, tokenizer, pairs, paths, logger)
+            trainer = _sft_trainer(cell, train, hw, model, tokenizer, pairs, paths, callbacks)
         trainer.remove_callback(PrinterCallback)  # progress and logs go to our callback, not to stdout
         reference = trainer.ref_stats.as_dict() if isinstance(trainer, CachedReferenceDPOTrainer) else None
         rows_trained = len(trainer.train_dataset)
@@ -174,6 +176,8 @@ def _train(
         if not trainer.is_world_process_zero():
             return CellResult(cell.id, "trained", time.time() - started, reference)
         os.replace(tmp, artifact)
+        if train.snapshot_steps:
+            os.replace(paths.work / paths.snapshots.name, paths.snapshots)
         logger.finish(paths.train_log)
         extra = {
             "artifact": {"kind": "lora_adapter" if train.lora else "full_checkpoint", "path": artifact.name},
@@ -183,6 +187,8 @@ def _train(
             "hardware": hw.__dict__,
             "reference_logps": reference,
             "resumed_from": Path(last).name if last else None,
+            "snapshots": {str(n): str(paths.snapshot(n).relative_to(paths.root)) for n in sorted(train.snapshot_steps)},
+            "steps_trained": trainer.state.global_step,
             "trl_args": orjson.loads(trainer.args.to_json_string()),
             "result": {"final_log": logger.last_step, "summary": logger.summary},
         }
@@ -224,7 +230,7 @@ def _lora(train: TrainConfig) -> Any:
 
 def _dpo_trainer(
     cell: Cell, train: TrainConfig, hw: Hardware, model: ModelRef, tokenizer: Any, pairs: list[dict[str, Any]],
-    paths: CellPaths, logger: _JsonlLog, cache: Cache,
+    paths: CellPaths, callbacks: list[Any], cache: Cache,
 ) -> Any:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
@@ -238,7 +244,7 @@ def _dpo_trainer(
     )
     common = {
         "model": model.path_or_name, "args": config, "train_dataset": Dataset.from_list(dpo_rows(pairs, cell.system_prompt)),
-        "processing_class": tokenizer, "peft_config": _lora(train), "callbacks": [logger],
+        "processing_class": tokenizer, "peft_config": _lora(train), "callbacks": callbacks,
     }
     if train.precompute_ref_logps:
         return CachedReferenceDPOTrainer(**common, ref_cache=cache, ref_identity=model.identity)
@@ -247,7 +253,7 @@ def _dpo_trainer(
 
 def _sft_trainer(
     cell: Cell, train: TrainConfig, hw: Hardware, model: ModelRef, tokenizer: Any, pairs: list[dict[str, Any]],
-    paths: CellPaths, logger: _JsonlLog,
+    paths: CellPaths, callbacks: list[Any],
 ) -> Any:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -255,7 +261,7 @@ def _sft_trainer(
     args = _common_args(cell, train, hw, paths, model)
     return SFTTrainer(
         model=model.path_or_name, args=SFTConfig(**args), train_dataset=Dataset.from_list(sft_rows(pairs, cell.system_prompt)),
-        processing_class=tokenizer, peft_config=_lora(train), callbacks=[logger],
+        processing_class=tokenizer, peft_config=_lora(train), callbacks=callbacks,
     )
 
 
@@ -278,7 +284,8 @@ def _write_run_config(
 
 
 def _write_done(paths: CellPaths, key: str, cell: Cell) -> None:
-    atomic_write_json(paths.done, {"key": key, "cell": cell.id, "finished_at": _iso(time.time()), "outputs": output_sizes(paths)})
+    atomic_write_json(paths.done, {"key": key, "cell": cell.id, "finished_at": _iso(time.time()), "outputs": output_sizes(paths),
+                                   "checksums": output_checksums(paths)})
 
 
 def _iso(t: float) -> str:
@@ -331,6 +338,25 @@ class _JsonlLog(TrainerCallback):
         with open(self.partial, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(self.partial, final)
+
+
+class _Snapshots(TrainerCallback):
+    """Saves the LoRA adapter after each of ``steps`` optimiser steps to ``folder/step<N>`` (written to a temporary
+    folder, then renamed). The folder lies in work/, so a run resumed from a checkpoint keeps the snapshots it made."""
+
+    def __init__(self, folder: Path, steps: list[int]) -> None:
+        self.folder = folder
+        self.steps = set(steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.global_step not in self.steps or not state.is_world_process_zero:
+            return
+        final = self.folder / f"step{state.global_step}"
+        tmp = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
 
 
 def _plain(v: Any) -> Any:
