@@ -20,21 +20,34 @@ Example::
 
 Several processes may share one file: SQLite's WAL mode lets readers run beside one writer, and a
 writer waits up to ``BUSY_TIMEOUT_S`` for the write lock instead of failing with "database is locked".
+
+Damage is detected, never trusted: opening runs SQLite's ``quick_check`` (a file that is not a
+sound database raises CacheCorrupted, which says it can be deleted), a query that meets a damaged
+page raises CacheCorrupted too, and every entry carries a checksum of its namespace, key and value
+(XXH3-64), so a value whose bytes changed on disk is treated as a miss (counted in ``damaged``,
+logged) and recomputed, then overwritten. Entries written before checksums existed are trusted when
+their value is valid JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import xxhash
 
+from valind import faults
 from valind.errors import ValindError
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another process's write lock
 CHUNK = 500  # keys per IN (...) query; SQLite's variable limit is 999 in old builds
@@ -46,6 +59,7 @@ CREATE TABLE IF NOT EXISTS entries (
     key        TEXT NOT NULL,
     value      BLOB NOT NULL,  -- orjson-encoded JSON
     created_at REAL NOT NULL,  -- Unix time, seconds
+    checksum   TEXT,           -- entry_checksum(namespace, key, value); NULL in files from before checksums
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID
 """
@@ -65,7 +79,8 @@ class CacheCorrupted(ValindError):
 class Cache:
     """A (namespace, key) -> JSON value store; one per process, used from one thread at a time.
 
-    ``hits`` and ``misses`` count the distinct keys looked up by ``get`` / ``get_many``.
+    ``hits`` and ``misses`` count the distinct keys looked up by ``get`` / ``get_many``; ``damaged``
+    the entries found whose checksum did not match (they count as misses).
     """
 
     def __init__(self, path: Path) -> None:
@@ -73,6 +88,7 @@ class Cache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
+        self.damaged = 0
         self._lock = threading.Lock()  # the connection may be handed between threads, never shared at once
         self._conn = _connect(self.path)
 
@@ -92,14 +108,23 @@ class Cache:
         """The cached values of those ``keys`` that are present (misses are simply absent)."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, Any] = {}
-        with self._lock:
+        damaged = 0
+        with self._lock, self._guard():
             for start in range(0, len(wanted), CHUNK):
                 chunk = wanted[start : start + CHUNK]
                 marks = ",".join("?" * len(chunk))
                 rows = self._conn.execute(
-                    f"SELECT key, value FROM entries WHERE namespace = ? AND key IN ({marks})", [namespace, *chunk]
+                    f"SELECT key, value, checksum FROM entries WHERE namespace = ? AND key IN ({marks})", [namespace, *chunk]
                 )
-                found.update((key, orjson.loads(value)) for key, value in rows)
+                for key, value, checksum in rows:
+                    decoded = _decode(namespace, key, value, checksum)
+                    if decoded is _DAMAGED:
+                        damaged += 1
+                    else:
+                        found[key] = decoded
+        if damaged:
+            log.warning("%s: %d damaged %s entries (checksum mismatch) are recomputed", self.path, damaged, namespace)
+        self.damaged += damaged
         self.hits += len(found)
         self.misses += len(wanted) - len(found)
         return found
@@ -111,19 +136,25 @@ class Cache:
     def put_many(self, namespace: str, items: Mapping[str, Any]) -> None:
         """Store (or overwrite) all ``items`` in one transaction: after a crash either all are there or none."""
         now = time.time()
-        rows = [(namespace, key, orjson.dumps(value), now) for key, value in items.items()]  # encode before locking
+        rows = []
+        for key, value in items.items():  # encode before locking
+            data = orjson.dumps(value)
+            rows.append((namespace, key, data, now, entry_checksum(namespace, key, data)))
         if not rows:
             return
-        with self._lock:
+        with self._lock, self._guard():
             # IMMEDIATE takes the write lock up front, so the busy timeout applies; a deferred transaction
             # upgrading from read to write can fail at once with "database is locked".
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                self._conn.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows)
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO entries (namespace, key, value, created_at, checksum) VALUES (?, ?, ?, ?, ?)", rows
+                )
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+        faults.point("cache", namespace)
 
     def put(self, namespace: str, key: str, value: Any) -> None:
         """Store (or overwrite) one successful result."""
@@ -131,9 +162,19 @@ class Cache:
 
     def count(self, namespace: str) -> int:
         """Number of entries in ``namespace``."""
-        with self._lock:
+        with self._lock, self._guard():
             (n,) = self._conn.execute("SELECT COUNT(*) FROM entries WHERE namespace = ?", [namespace]).fetchone()
         return n
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite's "database disk image is malformed" met mid-run into CacheCorrupted."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            if _is_corruption(e):
+                raise CacheCorrupted(self.path, str(e)) from e
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -146,6 +187,45 @@ class Cache:
         self.close()
 
 
+def entry_checksum(namespace: str, key: str, value: bytes) -> str:
+    """XXH3-64 of one entry (namespace, key and encoded value), as 16 hex chars."""
+    return xxhash.xxh3_64_hexdigest(b"\0".join((namespace.encode(), key.encode(), value)))
+
+
+_DAMAGED = object()
+
+
+def _decode(namespace: str, key: str, value: bytes, checksum: str | None) -> Any:
+    """The entry's value, or _DAMAGED when its checksum does not match (or, without one, it is not JSON)."""
+    if checksum is not None and checksum != entry_checksum(namespace, key, value):
+        return _DAMAGED
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return _DAMAGED
+
+
+def _is_corruption(e: sqlite3.DatabaseError) -> bool:
+    return getattr(e, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _add_checksum_column(conn: sqlite3.Connection) -> None:
+    """Files from before checksums lack the column; add it once (another process may be doing the same)."""
+    def has_it() -> bool:
+        return any(row[1] == "checksum" for row in conn.execute("PRAGMA table_info(entries)"))
+
+    if has_it():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not has_it():
+            conn.execute("ALTER TABLE entries ADD COLUMN checksum TEXT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path`` in WAL mode and check it; raise CacheCorrupted if it is not a sound SQLite database."""
     # timeout sets SQLite's busy_timeout; isolation_level=None: no implicit transactions, put_many opens its own.
@@ -156,10 +236,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]  # reads the whole file, ~0.5 s/GB
         if problems == ["ok"]:
             conn.execute(_SCHEMA)
+            _add_checksum_column(conn)
             return conn
     except sqlite3.DatabaseError as e:
         conn.close()
-        if e.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        if _is_corruption(e):
             raise CacheCorrupted(path, str(e)) from e
         raise
     conn.close()

@@ -182,9 +182,7 @@ def _locate(config: Config, ws: Workspace) -> _Inputs:
     report_path = ws.extract_dir(ext_id) / "extract_report.json"
     run_it = f"run `valind extract -w {ws.root}` with the same extract settings first"
     record = ws.stage_record(stage)
-    finished = record is not None and all(
-        (ws.root / rel).is_file() and (ws.root / rel).stat().st_size == size for rel, size in record.outputs.items()
-    )
+    finished = record is not None and not ws.output_problems(record)  # sizes and checksums as written
     if not (finished and values_path.is_file() and pairs_path.is_file() and report_path.is_file()):
         raise ValindError(f"{ws.root}: no finished extraction for extractor {ext_id} (its {stage} record or files are "
                           f"missing or changed since); {run_it}")

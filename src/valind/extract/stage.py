@@ -62,6 +62,7 @@ def ingest_outputs(ws: Workspace) -> list[Path]:
     record = ws.stage_record("ingest")
     if record is None:
         raise ValindError(f"{ws.root}: no ingested pairs yet; run `valind ingest` (or `valind run`) first")
+    record = ws.require_stage("ingest", "run `valind ingest` (or `valind run`) again")  # a damaged file is never read
     return [ws.root / rel for rel in record.outputs if rel.endswith(".parquet")]
 
 

@@ -32,6 +32,7 @@ from valind.workspace import hash_file, hash_tree
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BATCH = 4096
+_CSV_FIELD_LIMIT = 1 << 30  # characters; the csv module's default of 131,072 would stop the file at one long text
 
 
 OnReject = Callable[[Reject], None]
@@ -199,21 +200,29 @@ def _csv(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     counts = [0, 0]
 
     def rows() -> Iterator[Row]:
+        csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))  # long texts are checked by max_text_chars
         with text, raw:
             reader = csv.DictReader(text)
-            for number, record in enumerate(islice(reader, limit), 1):
-                counts[0] = number
-                if None in record or None in record.values():
-                    width = len(reader.fieldnames or [])
-                    on_reject(Reject(number, Reason.MALFORMED_CSV, None, f"row does not have the header's {width} fields"))
-                    continue
-                bad = next((k for k, v in record.items() if _SURROGATE.search(v)), None)
-                if bad is not None:
-                    on_reject(Reject(number, Reason.INVALID_UTF8, bad, "invalid UTF-8 in this field"))
-                    continue
-                yield Row(number, record)
+            try:
+                yield from _csv_rows(reader, limit, counts, on_reject)
+            except csv.Error as err:  # e.g. a field past the limit; the row number is where the reader stopped
+                raise InputError(f"not readable as CSV: {err}", file=str(path), location=f"row {counts[0] + 1}") from None
 
     return RecordStream(rows(), "row", path.stat().st_size, raw.tell, counts)
+
+
+def _csv_rows(reader: csv.DictReader[str], limit: int | None, counts: list[int], on_reject: OnReject) -> Iterator[Row]:
+    for number, record in enumerate(islice(reader, limit), 1):
+        counts[0] = number
+        if None in record or None in record.values():
+            width = len(reader.fieldnames or [])
+            on_reject(Reject(number, Reason.MALFORMED_CSV, None, f"row does not have the header's {width} fields"))
+            continue
+        bad = next((k for k, v in record.items() if _SURROGATE.search(v)), None)
+        if bad is not None:
+            on_reject(Reject(number, Reason.INVALID_UTF8, bad, "invalid UTF-8 in this field"))
+            continue
+        yield Row(number, record)
 
 
 def _parquet(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
@@ -223,7 +232,20 @@ def _parquet(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream
         file = pq.ParquetFile(path)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise InputError(f"not a readable Parquet file: {err}", file=str(path)) from None
-    return _batched(file.iter_batches(batch_size=_BATCH), file.metadata.num_rows, limit)
+    return _batched(_checked_batches(file, path), file.metadata.num_rows, limit)
+
+
+def _checked_batches(file: Any, path: Path) -> Iterator[Any]:
+    """The file's record batches; a damaged page (the footer was fine) is an InputError, not a pyarrow error."""
+    batches = file.iter_batches(batch_size=_BATCH)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - pyarrow raises OSError, ArrowInvalid, ... for a damaged page
+            raise InputError(f"not a readable Parquet file (damaged data page): {type(err).__name__}: {err}", file=str(path)) from None
+        yield batch
 
 
 def _dataset(spec: InputSpec, on_reject: OnReject, limit: int | None) -> RecordStream:

@@ -22,6 +22,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from valind import faults
 from valind.config import Config, IngestConfig, SourceConfig
 from valind.errors import ConfigError, InputError, StageFailed
 from valind.ingest.adapters import AUTO, adapter_class, adapter_for_hub_name, detect_adapter, make_adapter, source_name
@@ -242,6 +243,7 @@ def _ingest_source(
                 batch.add(pid, prompt, chosen, rejected, dumps(meta))
                 if len(batch.ids) >= row_group_size:
                     writer.write(batch.take())
+                    faults.point("ingest", name)  # the output is half written here
             writer.write(batch.take())
             if update:
                 update(stream.total or stream.position())

@@ -133,6 +133,8 @@ def run_train(config: Config, ws: Workspace, dry_run: bool = False, progress: Pr
     """Run every cell that is not done (see the module doc); with ``dry_run``, only report the plan."""
     train: TrainConfig = config.train
     cache_dir = config.resolved_cache_dir()
+    if ws.stage_record("subsets") is not None:  # never train on a subset file damaged since it was written
+        ws.require_stage("subsets", "run `valind subsets` again")
     cells = plan_cells(config, ws)
     reports = _reports(cells, train, ws, cache_dir)
     if dry_run:
