@@ -591,6 +591,26 @@ from valind.validate.cli import validate_app  # noqa: E402 - the sub-app reads t
 app.add_typer(validate_app, name="validate")
 
 
+@app.command()
+@_friendly_errors
+def report(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """One self-contained HTML page of a workspace's results (report/index.html, figures/*.png, tables/*.csv)."""
+    from valind.report import build_report
+
+    cfg = _config(config, set_, workspace)
+    ws = Workspace(workspace)
+    if not ws.root.is_dir():
+        raise ValindError(f"no workspace at {ws.root}")
+    with _progress() as progress:
+        result = build_report(cfg, ws, _progress_factory(progress))
+    if result.skipped:
+        out.print("report (up to date, nothing to do)", highlight=False)
+    for why in result.missing.values():
+        out.print(f"  {why}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"{len(result.figures)} figures, {len(result.tables)} tables", highlight=False)
+    out.print(f"report: {result.index}", highlight=False, soft_wrap=True)
+
+
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``
     app(prog_name="valind")
 
