@@ -133,6 +133,8 @@ def run_evaluate(config: Config, ws: Workspace, progress: Progress | None = None
     if cfg.qa_tasks:
         qa = _qa(cells, cfg, qa_data, cache_dir, ws, progress)
         for label, result in qa.items():
+            if label == "skipped":  # {"skipped": why}: no per-cell results to write
+                continue
             path = ws.evaluate_file(label, "qa")
             atomic_write_json(path, result)
             outputs.append(path)
