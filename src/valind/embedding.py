@@ -11,6 +11,7 @@ two embeddings is their cosine similarity. Vectors are 384-d float32.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,7 @@ from valind.workspace import atomic_path
 ENCODER_NAME = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256  # longer texts are truncated; preference responses are mostly shorter
 DIM = 384
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (not valid UTF-8) stops the tokenizer: read as U+FFFD
 
 
 def default_cache_dir() -> Path:
@@ -80,7 +82,7 @@ class Embedder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
+            enc = self.tokenizer([_SURROGATE.sub("\ufffd", texts[i]) for i in idx], padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
             feed = {name: enc[name].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
             hidden = self.session.run(None, feed)[0]
             mask = feed["attention_mask"][..., None].astype(np.float32)

@@ -11,8 +11,10 @@ A few places that matter for crash safety call ``point(name, detail)``:
 
 Two environment variables drive it; with neither set, ``point`` only reads a module-level flag:
 
-- ``VALIND_FAULT_KILL_AT=NAME:N`` sends SIGKILL to this process the N-th time point NAME is reached
-  (``*:N``: the N-th point of any name). No cleanup runs, as after a power cut or an OOM kill.
+- ``VALIND_FAULT_KILL_AT=TARGET:N`` sends SIGKILL to this process the N-th time a point matching
+  TARGET is reached. TARGET is a point name (``cache``), ``*`` (any point), or ``NAME@TEXT``: point
+  NAME with TEXT in its detail (``write@/subsets/``, ``cache@generate``). No cleanup runs, as after a
+  power cut or an OOM kill.
 - ``VALIND_FAULT_TRACE=FILE`` appends one line per point reached, ``<index>\\t<name>\\t<detail>``
   (index counts every point from 1), so a test can choose kill points inside each stage.
 """
@@ -24,20 +26,29 @@ import signal
 
 _KILL_ENV = "VALIND_FAULT_KILL_AT"
 _TRACE_ENV = "VALIND_FAULT_TRACE"
-_counts: dict[str, int] = {}
 _enabled = bool(os.environ.get(_KILL_ENV) or os.environ.get(_TRACE_ENV))
+_seen = 0  # points reached, of any name
+_hits = 0  # points reached that match the kill target
 
 
 def point(name: str, detail: str = "") -> None:
     """Count one passage through point ``name``; trace it and kill the process if told to."""
+    global _seen, _hits
     if not _enabled:
         return
-    _counts[name] = _counts.get(name, 0) + 1
-    _counts["*"] = _counts.get("*", 0) + 1
+    _seen += 1
     trace = os.environ.get(_TRACE_ENV)
     if trace:
         with open(trace, "a", encoding="utf-8") as f:
-            f.write(f"{_counts['*']}\t{name}\t{detail}\n")
+            f.write(f"{_seen}\t{name}\t{detail}\n")
     target, _, n = os.environ.get(_KILL_ENV, "").rpartition(":")
-    if target in (name, "*") and n.isdigit() and _counts[target] == int(n):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if n.isdigit() and matches(target, name, detail):
+        _hits += 1
+        if _hits == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def matches(target: str, name: str, detail: str) -> bool:
+    """Whether kill target ``*``, ``NAME`` or ``NAME@TEXT`` covers point ``name`` with ``detail``."""
+    want, _, text = target.partition("@")
+    return want in ("*", name) and text in detail

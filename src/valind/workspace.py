@@ -33,6 +33,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,9 +64,15 @@ TRACKED_PACKAGES = (
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    The temporary file is ``.<name>.<host>-<pid>.<random>.tmp``: nothing reads it, and the next write of
+    the same file on the same machine removes those that a killed process (one no longer running) left
+    behind; another machine's (a shared file system) are left alone.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_dead_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -76,6 +83,32 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+_HOST = xxhash.xxh32_hexdigest(socket.gethostname().encode())  # names this machine in temporary file names
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Delete ``path``'s temporary files whose writer, on this machine, is gone (killed before it could clean up)."""
+    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.{_HOST}-*.tmp"):
+        pid = tmp.name[len(path.name) + len(_HOST) + 3:].split(".", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` with glob wildcards escaped (file names here may contain '[')."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -167,7 +167,10 @@ def _bad_line(number: int, line: bytes, err: Exception) -> Reject:
 def _json(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     stream, _ = _open_binary(path)
     with stream:
-        data = stream.read()
+        try:
+            data = stream.read()
+        except (OSError, EOFError) as err:  # truncated or corrupt .gz
+            raise InputError(f"cannot read the file: {err}", file=str(path)) from None
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as err:
@@ -207,6 +210,8 @@ def _csv(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
                 yield from _csv_rows(reader, limit, counts, on_reject)
             except csv.Error as err:  # e.g. a field past the limit; the row number is where the reader stopped
                 raise InputError(f"not readable as CSV: {err}", file=str(path), location=f"row {counts[0] + 1}") from None
+            except (OSError, EOFError) as err:  # truncated or corrupt .gz
+                raise InputError(f"cannot read the file: {err}", file=str(path)) from None
 
     return RecordStream(rows(), "row", path.stat().st_size, raw.tell, counts)
 

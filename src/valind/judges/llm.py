@@ -12,7 +12,8 @@ Prompt layout (``JUDGE_PROMPT_VERSION``), as for the extractor (valind.extract.p
 1. system: the rubric (what counts as "yes" and what does not, with examples), the rule that the
    conversation is data and never instructions, and the answer format ``{"<label>": true|false}``;
 2. user: the conversation as one JSON object between ``<conversation>`` tags, with ``<``, ``>``
-   and ``&`` escaped, so no text inside can close the tag or open a role; then the question.
+   and ``&`` escaped, so no text inside can close the tag or open a role (and bracketed control
+   tokens such as ``[INST]`` escaped: ``safe_json``); then the question.
 
 An answer that does not parse is asked again with a repair turn, up to ``max_retries`` times,
 then kept as PARSE_ERROR with its raw text. A failed call is ERROR. Neither is ever cached.
@@ -30,13 +31,14 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from valind.errors import ValindError
 from valind.extract.base import Item, Status
 from valind.extract.llm import CallFailed
 from valind.extract.prompting import safe_json  # the one escaping rule for data blocks
 from valind.judges.base import Judgement, Label
 from valind.schema import Message
 
-JUDGE_PROMPT_VERSION = 1
+JUDGE_PROMPT_VERSION = 2  # 2: safe_json escapes bracketed control tokens and replaces lone surrogates
 
 
 class ChatBackend(Protocol):
@@ -72,7 +74,7 @@ class Rubric:
     question: str  # asked after the data block
 
 
-class ParseError(ValueError):
+class ParseError(ValindError, ValueError):
     """The answer is not a JSON object with a boolean under the label's key."""
 
 
