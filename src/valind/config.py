@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from valind.credentials import check_base_url, check_key_env_name, hides_value
 from valind.errors import ConfigError
 from valind.generate.config import GenerateConfig
 from valind.train.config import TrainConfig
@@ -146,6 +147,16 @@ class ExtractConfig(_Strict):
             raise ValueError("must be 'json_schema' or 'json_object'")
         return v
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, v: str) -> str:
+        return check_key_env_name(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        return check_base_url(v)
+
 
 class SubsetsConfig(_Strict):
     """Which values get a DPO training set, and how the sets are cut (see valind.subsets)."""
@@ -227,8 +238,13 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-        lines.append(f"  {field}: {e['msg']}{shown}")
+        # never echo what may be an API key put in the wrong place (valind.credentials)
+        hidden = e["type"] == "extra_forbidden" or hides_value(str(e["loc"][-1]) if e["loc"] else "")
+        shown = "" if hidden or isinstance(got, (dict, list)) else f" (got {got!r})"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and hides_value(str(e["loc"][-1])):
+            msg += "; API keys never go in a config: export the key in the environment variable named by api_key_env"
+        lines.append(f"  {field}: {msg}{shown}")
     return "\n".join(lines)
 
 
@@ -292,8 +308,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``a.b.c=value`` overrides (value parsed as YAML: ``true``, ``3``, ``[a, b]``)."""
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like section.field=value")
+        if not sep or not key:  # the text is not echoed: it may be a key given by mistake
+            raise ConfigError("an override must look like section.field=value (one has no '=' or no field name)")
         node = data
         parts = key.split(".")
         for part in parts[:-1]:

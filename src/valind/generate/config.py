@@ -117,6 +117,20 @@ class GenerateConfig(_Strict):
     )
     max_failure_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Stop the stage when more than this fraction of one file's answers fails.")
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, v: str) -> str:
+        from valind.credentials import check_key_env_name
+
+        return check_key_env_name(v)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        from valind.credentials import check_base_url
+
+        return check_base_url(v)
+
     @field_validator("suites")
     @classmethod
     def _known_suites(cls, v: list[str]) -> list[str]:
