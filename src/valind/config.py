@@ -203,6 +203,9 @@ class EvaluateConfig(_Strict):
         None, description="TruthfulQA.csv for truthfulqa_local_mc; default ../shared/data/truthfulqa/TruthfulQA.csv beside the project if present."
     )
     qa_limit: int | None = Field(100, ge=1, description="Questions per QA task (None: all).")
+    qa_snapshots: bool = Field(
+        False, description="Also run QA on the snapshot cells of the frontier sweep (train.snapshot_steps); each is a full QA run."
+    )
     qa_num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples per QA question (None: each task's default).")
 
     @field_validator("fdr_scope")

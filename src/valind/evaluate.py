@@ -12,7 +12,7 @@ For every model cell (the un-induced base models and the finished training cells
    judge (``evaluate.refusal_judge``; offline rules by default, validated on XSTest, docs/judges.md).
 3. **Anthropomorphic and validating language** on ``value_elicitation`` answers: the two judges.
 4. **QA** through lm-evaluation-harness (``evaluate.qa_tasks``), model + adapter; system prompts do
-   not apply to log-likelihood QA.
+   not apply to log-likelihood QA. Snapshot cells of the frontier sweep only with ``evaluate.qa_snapshots``.
 
 Changes in 2 and 3 are compared with the base model the same way as crosstalk cells (paired, same
 prompts), with BH over the induced cells of each metric. Failed generations or judgements count in
@@ -271,6 +271,7 @@ def _qa(cells: list[Any], cfg: Any, qa_data: Path | None, cache_dir: Path, ws: W
         if not tasks:
             return {"skipped": "no local QA data (evaluate.qa_data) for the local tasks"}
     data_files = {t: qa_data for t in tasks if t in local} if qa_data else {}
+    cells = [c for c in cells if cfg.qa_snapshots or not c.snapshot]
     update = progress("evaluate (QA)", len(cells)) if progress else None
     results = {}
     for done, cell in enumerate(cells, 1):

@@ -55,6 +55,7 @@ class ModelCell:
     train_id: str | None = None
     beta: float | None = None  # DPO beta of the training cell
     steps: int | None = None  # optimiser steps the weights had when saved (a snapshot: fewer than the cell's run)
+    snapshot: bool = False  # an adapter saved part-way through its training cell (train.snapshot_steps)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "kind": self.kind.value, "path": str(self.path) if self.path else None}
@@ -136,7 +137,7 @@ def _from_train_cell(cell: Any, root: Path, saved: dict[str, Any]) -> list[Model
                      cell.beta, steps)
     snapshots = [
         ModelCell(f"{label}-step{n}", CellKind.ADAPTER, cell.model, root / rel, saved.get("system_prompt"), cell.value,
-                  cell.method.value, f"{cell.id}-step{n}", cell.beta, int(n))
+                  cell.method.value, f"{cell.id}-step{n}", cell.beta, int(n), snapshot=True)
         for n, rel in sorted((saved.get("snapshots") or {}).items(), key=lambda item: int(item[0]))
     ]
     return [*snapshots, main]

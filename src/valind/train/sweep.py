@@ -104,6 +104,11 @@ class TrainResult:
         return [r for r in self.cells if r.state is CellState.DONE or r.outcome in ("trained", "written")]
 
     @property
+    def skipped(self) -> bool:
+        """Nothing to do: every cell was already done."""
+        return bool(self.cells) and all(r.outcome == "skipped" for r in self.cells)
+
+    @property
     def failed(self) -> list[CellReport]:
         return [r for r in self.cells if r.outcome == "failed"]
 
@@ -288,8 +293,8 @@ def _finish(config: Config, ws: Workspace, result: TrainResult) -> None:
     }
     atomic_write_json(summary_path(ws), summary)
     all_done = all(cell_state(cell_paths(ws, r.cell), r.key) is CellState.DONE for r in reports)
-    if all_done:
-        key = hash_json(sorted(r.key for r in reports))
+    key = hash_json(sorted(r.key for r in reports))
+    if all_done and not ws.stage_done(STAGE, key):  # an unchanged sweep keeps its record (and finish time)
         ws.record_stage(STAGE, key, [cell_paths(ws, r.cell).done for r in reports],
                         {"cells": len(reports), "outcomes": counts, "reference_sequences": result.reference})
     inputs = {f"subsets/{v}": hash_file(ws.subset_file(v)) for v in dict.fromkeys(r.cell.value for r in reports)}
