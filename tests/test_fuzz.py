@@ -220,3 +220,24 @@ def test_any_text_stays_inside_the_data_block(response: str, history: list[str])
     assert not any(c in data for c in "<>&\n")
     clean = lambda s: "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)  # noqa: E731
     assert orjson.loads(data) == {"conversation": [{"role": "user", "content": clean(h)} for h in history], "response": clean(response)}
+
+
+_GZ_JSONL = gzip.compress(b"\n".join(orjson.dumps({"prompt": f"q{i}", "chosen": "a" * i, "rejected": "b"}) for i in range(60)))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, len(_GZ_JSONL) - 1), st.integers(0, 255)), min_size=1, max_size=4),
+       cut=st.one_of(st.none(), st.integers(1, len(_GZ_JSONL) - 1)), suffix=st.sampled_from([".jsonl.gz", ".json.gz", ".csv.gz"]))
+def test_damaged_gzip_streams_are_input_errors(tmp_path_factory: pytest.TempPathFactory, edits: list[tuple[int, int]],
+                                               cut: int | None, suffix: str) -> None:
+    """Bytes changed inside the deflate stream (zlib.error, not an OSError) or the file cut short."""
+    data = bytearray(_GZ_JSONL)
+    for at, value in edits:
+        data[at] = value
+    path = tmp_path_factory.mktemp("gz") / f"in{suffix}"
+    path.write_bytes(bytes(data[:cut]))
+    try:
+        rows = list(open_records(InputSpec(str(path)), lambda r: None).rows)
+    except InputError:
+        return
+    assert all(isinstance(r.record, dict) for r in rows)

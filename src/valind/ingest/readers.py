@@ -17,6 +17,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -32,6 +33,7 @@ from valind.workspace import hash_file, hash_tree
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _BATCH = 4096
+_GZIP_ERRORS = (OSError, EOFError, zlib.error)  # a .gz cut short, with a bad header, or with a damaged deflate stream
 _CSV_FIELD_LIMIT = 1 << 30  # characters; the csv module's default of 131,072 would stop the file at one long text
 
 
@@ -148,7 +150,7 @@ def _jsonl(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
                         yield Row(number, record)
                     else:
                         on_reject(Reject(number, Reason.NOT_AN_OBJECT, None, f"expected a JSON object, got {type(record).__name__}"))
-            except (OSError, EOFError) as err:  # truncated or corrupt .gz
+            except _GZIP_ERRORS as err:  # truncated or corrupt .gz
                 raise InputError(f"cannot read the file: {err}", file=str(path)) from None
             finally:
                 counts[0] = number - counts[1]
@@ -169,7 +171,7 @@ def _json(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
     with stream:
         try:
             data = stream.read()
-        except (OSError, EOFError) as err:  # truncated or corrupt .gz
+        except _GZIP_ERRORS as err:  # truncated or corrupt .gz
             raise InputError(f"cannot read the file: {err}", file=str(path)) from None
     try:
         doc = orjson.loads(data)
@@ -210,7 +212,7 @@ def _csv(path: Path, on_reject: OnReject, limit: int | None) -> RecordStream:
                 yield from _csv_rows(reader, limit, counts, on_reject)
             except csv.Error as err:  # e.g. a field past the limit; the row number is where the reader stopped
                 raise InputError(f"not readable as CSV: {err}", file=str(path), location=f"row {counts[0] + 1}") from None
-            except (OSError, EOFError) as err:  # truncated or corrupt .gz
+            except _GZIP_ERRORS as err:  # truncated or corrupt .gz
                 raise InputError(f"cannot read the file: {err}", file=str(path)) from None
 
     return RecordStream(rows(), "row", path.stat().st_size, raw.tell, counts)
