@@ -107,12 +107,12 @@ def crash(full: bool, tmp: Path) -> Iterator[Row]:
 def corrupt(tmp: Path) -> Iterator[Row]:
     from test_corrupt import PAIRS, _damage_pages, _finished_cell, config, flip_byte
     from conftest import write_jsonl
-    from valind.cache import Cache, CacheCorrupted
+    from valind.cache import Cache
     from valind.extract.stage import extractor_id, run_extract
     from valind.ingest import run_ingest
     from valind.subsets import run_subsets
     from valind.train.plan import cell_state
-    from valind.workspace import ManifestChanged, Workspace
+    from valind.workspace import Workspace
 
     def fresh(name: str) -> tuple[Any, Workspace]:
         root = tmp / name
@@ -305,7 +305,7 @@ def fuzz(n: int, tmp: Path) -> Iterator[Row]:
         suffix = rng.choice(list(seeds))
         path = tmp / f"fuzz{i}{suffix}"
         path.write_bytes(mutate(seeds[suffix]))
-        ended[_outcome(lambda: list(open_records(InputSpec(str(path)), lambda r: None).rows))] += 1
+        ended[_outcome(lambda p=path: list(open_records(InputSpec(str(p)), lambda r: None).rows))] += 1
     yield Row("fuzz", f"mutated input files ({', '.join(seeds)})", faults=n, items=n, ended=ended)
 
     answers = ['{"values": ["empathy", "humor"]}', '{"refusal": true}', "Response refusal: yes\n", '```json\n{"values": []}\n```']
@@ -313,7 +313,7 @@ def fuzz(n: int, tmp: Path) -> Iterator[Row]:
     for _ in range(n):
         text = mutate(rng.choice(answers).encode()).decode("utf-8", "replace")
         for parse in (parse_values, lambda t: parse_decision(t, rng.choice(list(Label))), parse_wildguard):
-            ended[_outcome(lambda p=parse: p(text))] += 1
+            ended[_outcome(lambda p=parse, t=text: p(t))] += 1
     yield Row("fuzz", "mutated model answers x 3 parsers", faults=3 * n, items=3 * n, ended=ended)
 
     ended = Counter()

@@ -170,7 +170,7 @@ def test_extractor_gives_hostile_text_the_neutral_answer() -> None:
     results = ext.extract([Item(prompt, CORE), *(Item(prompt, HOSTILE[n]) for n in names)])
     neutral, hostile = results[0], results[1:]
     assert neutral.status is Status.OK and neutral.values == ("empathy",)
-    for name, got in zip(names, hostile):
+    for name, got in zip(names, hostile, strict=True):
         assert (got.values, got.status, got.raw) == (neutral.values, neutral.status, neutral.raw), name
 
 
@@ -181,7 +181,7 @@ def test_llm_judges_give_hostile_text_the_neutral_answer(label: Label) -> None:
     prompt = [user("Can you help me?")]
     out = judge.judge([Item(prompt, CORE), *(Item(prompt, HOSTILE[n]) for n in names)])
     assert out[0].decision is True
-    for name, got in zip(names, out[1:]):
+    for name, got in zip(names, out[1:], strict=True):
         assert (got.decision, got.score, got.status) == (out[0].decision, out[0].score, out[0].status), name
 
 
@@ -196,7 +196,7 @@ def test_openai_wire_carries_hostile_text_as_data() -> None:
         ext = OpenAIExtractor.from_config(cfg.model_copy(update={"base_url": server.base_url}), VOCAB, None, None)  # type: ignore[arg-type]
         results = ext.extract([Item(prompt, CORE), *(Item(prompt, HOSTILE[n]) for n in names)])
         bodies = [r.body for r in server.received]
-    assert all(r.ok and r.values == ("empathy",) for r in results), [(n, r.error) for n, r in zip(["neutral", *names], results)]
+    assert all(r.ok and r.values == ("empathy",) for r in results), [(n, r.error) for n, r in zip(["neutral", *names], results, strict=True)]
     systems = {b["messages"][0]["content"] for b in bodies}
     assert len(systems) == 1  # every request carried the very same instructions
     sent = {orjson.loads(data_block(b["messages"][1]["content"])[1])["response"] for b in bodies}
@@ -255,7 +255,7 @@ def test_embedded_extractor_reads_every_hostile_text(model_cache: Any) -> None:
     ext = make_extractor(ExtractConfig(extractor="embedded"), VOCAB, model_cache)
     names = sorted(HOSTILE)
     out = ext.extract([Item([user("hi")], HOSTILE[n]) for n in names])
-    assert all(r.status is Status.OK for r in out), [(n, r.error) for n, r in zip(names, out) if r.status is not Status.OK]
+    assert all(r.status is Status.OK for r in out), [(n, r.error) for n, r in zip(names, out, strict=True) if r.status is not Status.OK]
 
 
 def test_safe_json_round_trips_everything_but_surrogates() -> None:
