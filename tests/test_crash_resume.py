@@ -163,7 +163,7 @@ def outputs(ws: Workspace) -> dict[str, Any]:
     for path in sorted((root / "evaluate").rglob("*")):
         rel = str(path.relative_to(root))
         if path.suffix == ".json":
-            out[rel] = _strip(read_json(path), root)
+            out[rel] = _strip(read_json(path), root.parent)  # the scenario folder: workspace and cache
         elif path.suffix == ".parquet":
             out[rel] = table_rows(path)
     for path in sorted((root / "train").rglob("adapter_model.safetensors")):
@@ -172,13 +172,13 @@ def outputs(ws: Workspace) -> dict[str, Any]:
 
 
 def _strip(obj: Any, root: Path) -> Any:
-    """JSON without timings and with the workspace path replaced, so two runs compare by content."""
+    """JSON without timings and with the scenario's folder (workspace, cache) replaced, so two runs compare by content."""
     if isinstance(obj, dict):
         return {k: _strip(v, root) for k, v in obj.items() if k not in ("seconds", "finished_at", "started_at", "updated_at")}
     if isinstance(obj, list):
         return [_strip(v, root) for v in obj]
     if isinstance(obj, str):
-        return obj.replace(str(root), "<ws>")
+        return obj.replace(str(root), "<root>")
     return obj
 
 
