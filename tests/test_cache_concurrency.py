@@ -215,3 +215,28 @@ def test_two_processes_upgrade_an_old_file_at_once(tmp_path: Path, attempt: int)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert conn.execute("SELECT COUNT(*) FROM entries").fetchone() == (101,)
     conn.close()
+
+
+# --- several processes create the same new cache file at once
+
+
+_CREATE_AND_WRITE = """
+import sys, time
+from pathlib import Path
+from valind.cache import Cache
+start = float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))  # all processes open the file in the same instant
+with Cache(Path(sys.argv[1])) as cache:
+    cache.put_many("ns", {f"{sys.argv[2]}-{i}": i for i in range(50)})
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_create_one_new_cache_file_at_once(tmp_path: Path, attempt: int) -> None:
+    """Switching a new file to WAL needs it alone for a moment; the others wait instead of failing."""
+    path = tmp_path / "new" / "calls.sqlite"
+    start = time.time() + 1.5
+    procs = [spawn(_CREATE_AND_WRITE, str(path), f"p{i}", str(start)) for i in range(4)]
+    assert [finish(p).strip() for p in procs] == ["ok"] * 4
+    assert sound(path) == 200

@@ -176,9 +176,13 @@ def test_judge_parsers_return_a_decision_or_their_own_error(text: str, label: La
         assert isinstance(decision, bool)
 
 
+json_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "bot"]),
+                                      "content": st.one_of(st.text(max_size=20), st.integers(-(2**63), 2**63 - 1))})
+
+
 @settings(max_examples=300, deadline=None)
 @given(line=st.one_of(st.binary(max_size=80), json_value.map(orjson.dumps),
-                      st.fixed_dictionaries({"response": json_value}, optional={"prompt": st.one_of(json_value, st.lists(message, max_size=3))}).map(orjson.dumps)))
+                      st.fixed_dictionaries({"response": json_value}, optional={"prompt": st.one_of(json_value, st.lists(json_message, max_size=3))}).map(orjson.dumps)))
 def test_score_input_lines_parse_or_raise_input_error(line: bytes) -> None:
     try:
         record, item = parse_line(7, line)

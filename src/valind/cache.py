@@ -226,12 +226,27 @@ def _add_checksum_column(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode. Switching a new (or pre-WAL) file needs it to itself for a moment, and
+    SQLite answers "database is locked" at once rather than waiting when another process opens it too:
+    so wait here, as a writer would, up to BUSY_TIMEOUT_S."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path`` in WAL mode and check it; raise CacheCorrupted if it is not a sound SQLite database."""
     # timeout sets SQLite's busy_timeout; isolation_level=None: no implicit transactions, put_many opens its own.
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")  # a killed process loses no commit; a power cut only the last ones
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]  # reads the whole file, ~0.5 s/GB
         if problems == ["ok"]:
