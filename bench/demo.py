@@ -53,7 +53,9 @@ def run_demo(workspace: Path, cache: Path) -> tuple[float, dict[str, float], str
     if proc.returncode != 0:
         sys.exit(f"valind demo failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     state = json.loads((workspace / ".valind" / "run.json").read_text())
-    stages = {name: entry.get("seconds", float("nan")) for name, entry in state["stages"].items()}
+    from valind.pipeline import STAGES
+
+    stages = {s.value: state["stages"][s.value].get("seconds", float("nan")) for s in STAGES if s.value in state["stages"]}
     last = [line for line in proc.stdout.splitlines() if line.startswith("report:")]
     return seconds, stages, last[-1] if last else ""
 
