@@ -165,3 +165,13 @@ def test_status_command_prints_stages_and_cells(tmp_path: Path) -> None:
     assert "base--m" in result.output and "unsafe" in result.output
     missing = CliRunner().invoke(app, ["status", "-w", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no workspace" in missing.output
+
+
+def test_run_takes_the_config_as_argument_or_option_not_two(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("subsets: {min_pairs: 3}\n")
+    b.write_text("subsets: {min_pairs: 4}\n")
+    result = CliRunner().invoke(app, ["run", str(a), "-c", str(b), "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 2 and "two configs given" in result.output
+    bad = CliRunner().invoke(app, ["run", "-c", str(a), "-w", str(tmp_path / "ws"), "--only", "trian"])
+    assert bad.exit_code == 2 and "unknown stage 'trian'" in bad.output

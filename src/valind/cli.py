@@ -181,12 +181,15 @@ def run_command(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run (and redo) only this stage (repeatable).")] = None,
     set_: SetOpt = None,
     wait: WaitOpt = 0.0,
+    config_opt: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file (same as the CONFIG argument).")] = None,
 ) -> None:
     """Run the whole study: ingest, extract, subsets, train, generate, evaluate, report; finished work is skipped.
 
     Stages named by --from / --only are redone (cached model calls and finished training cells are reused)."""
+    if config and config_opt and config != config_opt:
+        raise ValindError(f"two configs given ({config} and -c {config_opt}); give one")
     stages, force = stages_to_run(from_, only or [])
-    cfg = _config(config, set_, workspace)
+    cfg = _config(config or config_opt, set_, workspace)
     _run_stages(cfg, Workspace(workspace), stages, force, wait)
 
 
@@ -260,15 +263,20 @@ def _run_stages(cfg: Config, ws: Workspace, stages: list[Stage], force: set[Stag
         took = ", ".join(f"{s.value} {result.seconds[s]:.0f} s" for s in stages)
         out.print(f"done in {sum(result.seconds.values()):.0f} s ({took})", highlight=False, soft_wrap=True)
         out.print(f"workspace: {ws.root}", highlight=False, soft_wrap=True)
-        if Stage.REPORT in stages:
-            out.print(f"report: {ws.report_index}", highlight=False, soft_wrap=True)
+    if Stage.REPORT in stages:
+        out.print(f"report: {ws.report_index}", highlight=False, soft_wrap=True)
 
 
 def _report_stage(cfg: Config, ws: Workspace) -> None:
     from valind.report import build_report
 
     with _progress() as progress:
-        build_report(cfg, ws, _progress_factory(progress))
+        result = build_report(cfg, ws, _progress_factory(progress))
+    if result.skipped:
+        out.print("report (up to date, nothing to do)", highlight=False)
+    for why in result.missing.values():
+        out.print(f"  {why}", highlight=False, soft_wrap=True, markup=False)
+    out.print(f"{len(result.figures)} figures, {len(result.tables)} tables", highlight=False)
 
 
 ExtractorOpt = Annotated[str | None, typer.Option("--extractor", "-e", help="Extractor backend: embedded, hf, vllm, openai, fake.")]
@@ -595,20 +603,11 @@ app.add_typer(validate_app, name="validate")
 @_friendly_errors
 def report(workspace: WorkspaceOpt, config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """One self-contained HTML page of a workspace's results (report/index.html, figures/*.png, tables/*.csv)."""
-    from valind.report import build_report
-
     cfg = _config(config, set_, workspace)
     ws = Workspace(workspace)
     if not ws.root.is_dir():
         raise ValindError(f"no workspace at {ws.root}")
-    with _progress() as progress:
-        result = build_report(cfg, ws, _progress_factory(progress))
-    if result.skipped:
-        out.print("report (up to date, nothing to do)", highlight=False)
-    for why in result.missing.values():
-        out.print(f"  {why}", highlight=False, soft_wrap=True, markup=False)
-    out.print(f"{len(result.figures)} figures, {len(result.tables)} tables", highlight=False)
-    out.print(f"report: {result.index}", highlight=False, soft_wrap=True)
+    _run_stages(cfg, ws, [Stage.REPORT], set(), 0.0)
 
 
 def run() -> None:  # pragma: no cover - console entry for ``python -m valind``
