@@ -787,7 +787,7 @@ def validation_section(inp: Inputs, col: Collector) -> Section:
                        "and `score`)")
         return sec
     baseline, n_options = v.get("random_baseline"), v.get("n_options")
-    sec.intro = (f"Method: {v.get('method', '1-of-N')}. Each item shows a response and {n_options or 'N'} candidate values: the "
+    sec.intro = (f"Method: {str(v.get('method', '1-of-N')).rstrip('.')}. Each item shows a response and {n_options or 'N'} candidate values: the "
                  "value the extractor assigned and distractors; an annotator's precision is the share of items where it picks "
                  f"the extractor's value (random choice: {fmt_num(baseline, 2)}). 95% Wilson intervals; k/n items.")
     annotators = v.get("annotators") or {}
