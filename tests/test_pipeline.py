@@ -20,7 +20,7 @@ from valind.errors import ConfigError, ValindError
 from valind.pipeline import (
     STAGES, Stage, WorkspaceBusy, lock_holder, read_run_state, run_pipeline, stages_to_run, workspace_lock, workspace_status,
 )
-from valind.workspace import Workspace
+from valind.workspace import Workspace, atomic_write_json, read_json
 
 
 def test_stage_selection() -> None:
@@ -95,7 +95,9 @@ def test_failure_and_interrupt_are_recorded_and_status_shows_them(tmp_path: Path
 def test_status_marks_a_stage_outdated_when_an_earlier_one_finished_later(tmp_path: Path) -> None:
     ws, rec = Workspace(tmp_path / "ws"), Recorder()
     run_pipeline(Config(), ws, runners=rec.runners())
-    time.sleep(1.1)  # records carry second resolution
+    train = ws.stage_record_path("train")
+    record = read_json(train)
+    atomic_write_json(train, {**record, "finished_at": "2000-01-01T00:00:00+00:00"})  # finished before subsets re-runs
     run_pipeline(Config(), ws, [Stage.SUBSETS], force={Stage.SUBSETS}, runners=Recorder().runners())
     status = {s.stage: s.state for s in workspace_status(ws).stages}
     assert status[Stage.SUBSETS] == "done" and status[Stage.TRAIN] == "outdated" and status[Stage.INGEST] == "done"

@@ -91,7 +91,7 @@ def run_evaluate(config: Config, ws: Workspace, progress: Progress | None = None
     inputs = {str(p.relative_to(ws.root)): hash_file(p) for p in files.values()}
     key = hash_json({"evaluate": cfg.model_dump(mode="json"), "extractor": extractor_id(config.extract), "inputs": inputs,
                      "qa_data": hash_file(qa_data) if qa_data else None})
-    summary_path = ws.root / "evaluate" / "summary.json"
+    summary_path = ws.evaluate_summary
     if ws.stage_done(STAGE, key):
         return EvaluateResult(True, read_json(summary_path), summary_path)
     ws.clear_stage(STAGE)

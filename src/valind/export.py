@@ -49,13 +49,14 @@ class ExportResult:
 def run_export(config: Config, ws: Workspace, values: list[str] | None = None) -> ExportResult:
     """Write export/ (see the module doc) from the workspace's subsets, training cells and evaluation."""
     from valind.generate.cells import CellKind, model_cells
+    from valind.train.plan import plan_path
 
     report_path = ws.subsets_report
     if not report_path.is_file():
         raise ValindError(f"no subsets in {ws.root}: run `valind subsets` (or `valind run`) first")
     subsets_report = read_json(report_path)
     stats = _stats(ws)
-    summary_path = ws.root / "evaluate" / "summary.json"
+    summary_path = ws.evaluate_summary
     summary = read_json(summary_path) if summary_path.is_file() else None
     wanted = values or list(subsets_report.get("files", {}))
     unknown = [v for v in wanted if v not in subsets_report.get("files", {})]
@@ -69,13 +70,13 @@ def run_export(config: Config, ws: Workspace, values: list[str] | None = None) -
         datasets.append(folder)
         index["datasets"][value] = _files(folder)
     adapters = []
-    for cell in model_cells(config, ws) if ws.root.joinpath("train").is_dir() else []:
+    for cell in model_cells(config, ws) if plan_path(ws).is_file() else []:  # adapters only once a sweep was planned
         if cell.kind is not CellKind.ADAPTER or cell.value not in wanted or cell.path is None:
             continue
         folder = _export_adapter(ws, cell, summary)
         adapters.append(folder)
         index["adapters"][cell.label] = _files(folder)
-    index_path = ws.export_dir / "export.json"
+    index_path = ws.export_index
     atomic_write_json(index_path, index)
     return ExportResult(datasets, adapters, index_path)
 
@@ -97,7 +98,7 @@ def _files(folder: Path) -> dict[str, str]:
 
 
 def _export_dataset(ws: Workspace, value: str, report: dict[str, Any], stats: dict[str, str]) -> Path:
-    folder = ws.export_dir / "datasets" / ws.subset_file(value).stem
+    folder = ws.export_dataset_dir(value)
     splits = {"train": ws.subset_file(value)}
     if ws.heldout_file(value).is_file():
         splits["test"] = ws.heldout_file(value)
@@ -162,7 +163,7 @@ def _dataset_card(value: str, rows: dict[str, int], report: dict[str, Any], stat
 
 
 def _export_adapter(ws: Workspace, cell: Any, summary: dict[str, Any] | None) -> Path:
-    folder = ws.export_dir / "adapters" / cell.label
+    folder = ws.export_adapter_dir(cell.label)
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

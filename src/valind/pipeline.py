@@ -187,10 +187,7 @@ def default_runners(progress: Progress | None = None) -> dict[Stage, Runner]:
 
     def train(c: Config, w: Workspace) -> Any:
         from valind.train import run_train
-        result = run_train(c, w, progress=progress)
-        if result.failed:
-            raise ValindError(f"{len(result.failed)} training cell(s) failed; see {result.summary_path}")
-        return result
+        return run_train(c, w, progress=progress)  # raises StageFailed when a cell failed
 
     def generate(c: Config, w: Workspace) -> Any:
         from valind.generate import run_generate
@@ -262,10 +259,9 @@ class StageStatus:
 
 @dataclass
 class CellStatus:
-    """A model cell: its training state (train cells only), the suites generated and whether it is evaluated."""
+    """A model cell: the suites generated for it and whether it is evaluated."""
 
     label: str
-    train: str | None
     generated: list[str]
     evaluated: bool
 
@@ -327,7 +323,7 @@ def workspace_status(ws: Workspace) -> Status:
     generated = ws.stage_record_path("generate").with_suffix("")
     labels = sorted({p.name for p in generated.iterdir() if p.is_dir()}) if generated.is_dir() else []
     model_cells = [
-        CellStatus(label, None, sorted(p.stem for p in (generated / label).glob("*.json")),
+        CellStatus(label, sorted(p.stem for p in (generated / label).glob("*.json")),
                    ws.evaluate_file(label, "metrics").is_file())
         for label in labels
     ]

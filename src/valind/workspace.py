@@ -270,6 +270,11 @@ class Workspace:
         return self.root / "evaluate" / _slug(model) / f"{_slug(metric)}.json"
 
     @property
+    def evaluate_summary(self) -> Path:
+        """evaluate/summary.json: every metric of every cell, with how each is computed (valind.evaluate)."""
+        return self.root / "evaluate" / "summary.json"
+
+    @property
     def frontier_file(self) -> Path:
         """evaluate/frontier.parquet: one row per induced cell of the beta x steps sweep (valind.metrics.frontier)."""
         return self.root / "evaluate" / "frontier.parquet"
@@ -326,6 +331,16 @@ class Workspace:
     def export_dir(self) -> Path:
         """export/: Hub-ready datasets (one per value subset) and adapters with model cards."""
         return self.root / "export"
+
+    def export_dataset_dir(self, value: str) -> Path:
+        return self.export_dir / "datasets" / _slug(value)
+
+    def export_adapter_dir(self, cell_label: str) -> Path:
+        return self.export_dir / "adapters" / _slug(cell_label)
+
+    @property
+    def export_index(self) -> Path:
+        return self.export_dir / "export.json"
 
     @property
     def lock_path(self) -> Path:

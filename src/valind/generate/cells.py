@@ -132,7 +132,10 @@ def _from_train_cell(cell: Any, root: Path, saved: dict[str, Any]) -> list[Model
     kind = kinds[artifact["kind"]]
     path = root / artifact["path"] if kind in (CellKind.ADAPTER, CellKind.FULL) else None
     label = f"{safe_label(model_dirname(cell.model))}--{safe_label(cell.value)}--{safe_label(cell.run_name)}"
-    steps = saved.get("steps_trained") or (saved.get("train") or {}).get("max_steps") if kind is not CellKind.SYSTEM else 0
+    if kind is CellKind.SYSTEM:
+        steps: int | None = 0  # a system prompt alone: no training
+    else:
+        steps = saved.get("steps_trained") or (saved.get("train") or {}).get("max_steps")
     main = ModelCell(label, kind, cell.model, path, saved.get("system_prompt"), cell.value, cell.method.value, cell.id,
                      cell.beta, steps)
     snapshots = [

@@ -73,7 +73,7 @@ class TrainCellInfo:
 
 
 def summary_path(ws: Workspace) -> Path:
-    return ws.root / "evaluate" / "summary.json"  # written by valind.evaluate
+    return ws.evaluate_summary  # written by valind.evaluate
 
 
 def samples_path(ws: Workspace, label: str) -> Path:
